@@ -1,0 +1,3 @@
+from ccag.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure Anthropic-protocol code: translation, models, errors, stream observation."""

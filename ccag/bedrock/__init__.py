@@ -1,0 +1,1 @@
+"""The outbound Trio shell: Bedrock facts, signing, credentials, pool, client."""
