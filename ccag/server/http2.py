@@ -1,21 +1,562 @@
-"""The HTTP/2 driver (placeholder until the h2 driver lands)."""
+"""The HTTP/2 driver: h2 on a Trio stream, one task per stream.
+
+Theory of operation: the connection task feeds what the
+:class:`~ccag.server.common.ConnectionReader` buffered into the h2 state
+machine and dispatches its events; each request stream gets a task that waits
+for the whole body (request timeout), then runs the handler in a cancel scope
+that a client RST_STREAM or a closed connection cancels.
+
+Writes go through :meth:`Http2Connection.flush`, which holds the write lock
+only while handing h2's pending bytes to the transport. A stream whose
+flow-control window is closed waits for a window update *outside* that lock,
+so a client that stops reading one stream never stalls the others. Received
+body bytes are acknowledged as soon as they are buffered; the buffer itself is
+bounded by the body limit.
+"""
 
 from __future__ import annotations
 
-import trio
+import logging
+from typing import Any
 
-from ccag.server.types import Handler
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+from hyperframe.frame import GoAwayFrame
+
+from ccag.errors import ApiError, ClientDisconnected, InternalError
+from ccag.server.common import (
+    ConnectionReader,
+    decode_headers,
+    error_response,
+    new_request_id,
+    peer_address,
+)
+from ccag.server.types import Handler, Headers, Request, Responder
+
+logger = logging.getLogger("ccag.server")
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+_HTTP_VERSION = "2"
+
+# Per-stream receive window we advertise: a 76 KB Claude Code body fits in one
+# window, so an upload needs no round trip for WINDOW_UPDATE. Memory stays
+# bounded by the body limit, which applies whatever the window.
+STREAM_WINDOW = 1024 * 1024
+
+# Extra connection-level receive window, for the same reason across the
+# concurrent count_tokens bursts Claude Code sends.
+CONNECTION_WINDOW_BONUS = 4 * 1024 * 1024
+
+# Connection-specific header fields are forbidden in HTTP/2 (RFC 9113 8.2.2);
+# a handler written for HTTP/1.1 may still name them, so they are dropped.
+_HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
+)
+
+
+class _Stream:
+    """What the connection knows about one request stream."""
+
+    __slots__ = (
+        "stream_id", "request_id", "raw_headers", "body_parts", "body_size",
+        "is_complete", "completed", "is_reset", "refusal", "scope", "started_at",
+    )
+
+    def __init__(self, stream_id: int, raw_headers: list[tuple[bytes, bytes]], started_at: float) -> None:
+        self.stream_id = stream_id
+        self.request_id = new_request_id()
+        self.raw_headers = raw_headers
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.is_complete = False
+        self.completed = trio.Event()
+        self.is_reset = False
+        # An error decided before the handler runs (413): the stream answers it.
+        self.refusal: ApiError | None = None
+        self.scope: trio.CancelScope | None = None
+        self.started_at = started_at
+
 
 class Http2Connection:
-    # TODO: HTTP/2 is not served yet; h2 clients see their connection closed.
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: object, initial: bytes = b"") -> None:
+    """Serves one HTTP/2 connection until the client leaves, errs or we drain.
+
+    Args:
+        stream: the connection (plain or TLS).
+        handler: the application.
+        config: the server settings.
+        initial: bytes already read from the stream (the sniffed preface).
+    """
+
+    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: Any, initial: bytes = b"") -> None:
         self._stream = stream
+        self._handler = handler
+        self._max_body_bytes: int = config.max_body_bytes
+        self._request_timeout: float = config.request_timeout
+        self._keepalive_timeout: float = config.keepalive_timeout
+        self._client = peer_address(stream)
+
+        h2_config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        self._h2 = h2.connection.H2Connection(config=h2_config)
+        self._h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_header_bytes,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            },
+        )
+
+        self._reader = ConnectionReader(stream, self._on_peer_closed)
+        self._reader.prepend(initial)
+        self._write_lock = trio.StrictFIFOLock()
+        self._window_opened = trio.Event()
+        self._streams: dict[int, _Stream] = {}
+        self._nursery: trio.Nursery | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._is_broken = False
+        self.is_draining = False
+        self._goaway_sent = False
+        # Streams above this id arrived after our GOAWAY and are refused.
+        self._last_accepted_stream_id = 2**31 - 1
+
+    # Connection lifecycle
 
     def start_draining(self) -> None:
-        pass
+        """Send GOAWAY, let open streams finish, then close."""
+        self.is_draining = True
+        self._wake_receive_loop()
+
+    def _wake_receive_loop(self) -> None:
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def _on_peer_closed(self) -> None:
+        self._is_broken = True
+        for stream in self._streams.values():
+            stream.is_reset = True
+            if stream.scope is not None:
+                stream.scope.cancel()
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        self._window_opened.set()
+        self._window_opened = trio.Event()
 
     async def run(self) -> None:
-        await trio.aclose_forcefully(self._stream)
+        """Serve streams until the connection is done, then close it."""
+        try:
+            self._h2.initiate_connection()
+            self._h2.increment_flow_control_window(CONNECTION_WINDOW_BONUS)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._reader.run)
+                try:
+                    await self.flush()
+                    await self._receive_loop()
+                except ClientDisconnected:
+                    pass
+                finally:
+                    self._on_peer_closed()
+                    nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(self._stream)
+
+    async def _receive_loop(self) -> None:
+        reader = self._reader
+        while True:
+            if self.is_draining and not self._goaway_sent:
+                await self._send_graceful_goaway()
+            if self._goaway_sent and not self._streams:
+                return
+
+            if not reader.has_data:
+                if reader.is_closed:
+                    return
+                idle = not self._streams
+                deadline = trio.current_time() + self._keepalive_timeout if idle else float("inf")
+                with trio.CancelScope(deadline=deadline) as scope:
+                    self._wait_scope = scope
+                    await reader.wait()
+                self._wait_scope = None
+                if scope.cancelled_caught and idle and not self.is_draining and not self._streams:
+                    logger.debug("h2 connection idle for %ss; closing", self._keepalive_timeout)
+                    await self._close_with(h2.errors.ErrorCodes.NO_ERROR)
+                    return
+                continue
+
+            data = reader.take()
+            try:
+                events = self._h2.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                # h2 has queued a GOAWAY with the matching code; flush it (RFC 9113 5.4.1).
+                logger.debug("h2 protocol error from client: %s", exc)
+                await self.flush()
+                return
+            except Exception:  # pragma: no cover - h2 raised outside its contract
+                logger.exception("h2 failed on client data")
+                await self._close_with(h2.errors.ErrorCodes.INTERNAL_ERROR)
+                return
+
+            for event in events:
+                self._dispatch(event)
+            await self.flush()
+
+    def _dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._receive_request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            self._receive_data(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                self._complete(stream)
+        elif isinstance(event, h2.events.StreamReset):
+            self._receive_reset(event.stream_id)
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._wake_senders()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            logger.debug("h2 client sent GOAWAY (%s)", event.error_code)
+            if event.error_code:
+                self._on_peer_closed()
+            self.is_draining = True
+            self._goaway_sent = True
+
+    def _receive_request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if stream_id > self._last_accepted_stream_id:
+            # RFC 9113 6.8: streams opened after our GOAWAY are not processed.
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        stream = _Stream(stream_id, list(event.headers), trio.current_time())  # type: ignore[arg-type]
+        self._streams[stream_id] = stream
+
+        expects_continue = False
+        for name, value in stream.raw_headers:
+            if name == b"content-length" and value.isdigit() and int(value) > self._max_body_bytes:
+                # Refuse before the upload (RFC 9110 10.1.1); the answer goes out at once.
+                stream.refusal = _body_too_large(self._max_body_bytes)
+                stream.completed.set()
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
+        if event.stream_ended is not None:
+            self._complete(stream)
+        elif expects_continue and stream.refusal is None:
+            self._h2.send_headers(stream_id, [(b":status", b"100")])
+
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_stream, stream)
+
+    def _receive_data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id
+        # Acknowledge at once: the bytes are buffered (bounded by the body
+        # limit) or dropped, either way the client may send more.
+        self._h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.refusal is not None or stream.is_complete:
+            return
+        data: bytes = event.data  # type: ignore[assignment]
+        stream.body_size += len(data)
+        if stream.body_size > self._max_body_bytes:
+            stream.refusal = _body_too_large(self._max_body_bytes)
+            stream.body_parts.clear()
+            self._complete(stream)
+            return
+        stream.body_parts.append(data)
+
+    def _receive_reset(self, stream_id: int) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        logger.debug("request %s: client reset the stream", stream.request_id)
+        stream.is_reset = True
+        if stream.scope is not None:
+            stream.scope.cancel()
+        stream.completed.set()
+        self._wake_senders()
+
+    def _complete(self, stream: _Stream) -> None:
+        stream.is_complete = True
+        stream.completed.set()
+
+    async def _send_graceful_goaway(self) -> None:
+        """GOAWAY(NO_ERROR) naming the last stream we accept (RFC 9113 6.8).
+
+        h2 allows no frames at all after its own ``close_connection``, but the
+        open streams still need their responses, so the frame is built here.
+        """
+        self._last_accepted_stream_id = self._h2.highest_inbound_stream_id
+        frame = GoAwayFrame(0, last_stream_id=self._last_accepted_stream_id, error_code=0)
+        self._goaway_sent = True
+        async with self._write_lock:
+            pending = self._h2.data_to_send() + frame.serialize()
+            await self._send(pending)
+
+    async def _close_with(self, error_code: h2.errors.ErrorCodes) -> None:
+        try:
+            self._h2.close_connection(error_code=error_code)
+        except h2.exceptions.ProtocolError:
+            return
+        await self.flush()
+
+    # Writing
+
+    async def flush(self) -> None:
+        """Hand everything h2 has queued to the transport, under the write lock."""
+        async with self._write_lock:
+            data = self._h2.data_to_send()
+            if data:
+                await self._send(data)
+
+    async def _send(self, data: bytes) -> None:
+        if self._is_broken:
+            raise ClientDisconnected("the client closed the connection")
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._on_peer_closed()
+            raise ClientDisconnected("the client closed the connection") from exc
+
+    async def wait_for_window(self) -> None:
+        """Wait until a WINDOW_UPDATE, a settings change, a reset or a close."""
+        await self._window_opened.wait()
+
+    # Streams
+
+    async def _run_stream(self, stream: _Stream) -> None:
+        try:
+            await self._serve_stream(stream)
+        except ClientDisconnected:
+            logger.debug("request %s: client went away", stream.request_id)
+        except Exception:  # pragma: no cover - a bug here must not end the connection
+            logger.exception("request %s: stream failed", stream.request_id)
+        finally:
+            self._streams.pop(stream.stream_id, None)
+            if self.is_draining and not self._streams:
+                self._wake_receive_loop()
+
+    async def _serve_stream(self, stream: _Stream) -> None:
+        with trio.move_on_after(self._request_timeout):
+            await stream.completed.wait()
+        if stream.is_reset:
+            return
+
+        responder = Http2Responder(self, stream, _method_of(stream.raw_headers) == b"HEAD")
+        if stream.refusal is not None:
+            logger.debug("request %s refused: %s", stream.request_id, stream.refusal.message)
+            await self._answer_error(responder, stream.refusal)
+            await self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
+            return
+        if not stream.is_complete:
+            logger.debug("request %s did not arrive within %ss", stream.request_id, self._request_timeout)
+            await self._answer_error(responder, ApiError(408, "The request did not arrive in time."))
+            await self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
+            return
+
+        try:
+            request = self._build_request(stream)
+        except ValueError as exc:
+            await self._answer_error(responder, ApiError(400, f"Malformed HTTP/2 request: {exc}"))
+            return
+
+        failure: Exception | None = None
+        with trio.CancelScope() as scope:
+            stream.scope = scope
+            if stream.is_reset:
+                scope.cancel()
+            try:
+                await self._handler(request, responder)
+            except ClientDisconnected:
+                scope.cancel()
+            except Exception as exc:
+                failure = exc
+        stream.scope = None
+        if scope.cancelled_caught or stream.is_reset:
+            logger.debug("request %s: client went away", stream.request_id)
+            return
+
+        if failure is None and responder.is_started:
+            await responder.end_response()
+        elif responder.is_started:
+            logger.error(
+                "request %s: handler failed after the response started",
+                stream.request_id,
+                exc_info=failure,
+            )
+            await self._reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        elif isinstance(failure, ApiError):
+            await self._answer_error(responder, failure)
+        else:
+            if failure is None:
+                failure = InternalError("handler returned without a response")
+            logger.error("request %s: handler failed", stream.request_id, exc_info=failure)
+            await self._answer_error(responder, ApiError(500, "Internal server error.", "api_error"))
+
+    def _build_request(self, stream: _Stream) -> Request:
+        method = path_bytes = authority = None
+        regular: list[tuple[bytes, bytes]] = []
+        for name, value in stream.raw_headers:
+            if name[:1] != b":":
+                regular.append((name, value))
+            elif name == b":method":
+                method = value
+            elif name == b":path":
+                path_bytes = value
+            elif name == b":authority":
+                authority = value
+        if method is None or path_bytes is None:  # h2 validation makes this rare (CONNECT)
+            raise ValueError("missing :method or :path")
+        headers = decode_headers(regular)
+        if authority is not None and "host" not in headers:
+            headers = Headers((("host", authority.decode("latin-1")),) + headers.items)
+
+        target = path_bytes.decode("latin-1")
+        path, _, query = target.partition("?")
+        parts = stream.body_parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        stream.body_parts = []
+        return Request(
+            method=method.decode("ascii", "replace"),
+            target=target,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            http_version=_HTTP_VERSION,
+            client=self._client,
+            started_at=stream.started_at,
+            request_id=stream.request_id,
+        )
+
+    async def _answer_error(self, responder: "Http2Responder", error: ApiError) -> None:
+        headers, body = error_response(error, responder.request_id)
+        try:
+            await responder.start_response(error.status, headers)
+            await responder.send_data(body)
+            await responder.end_response()
+        except ClientDisconnected:
+            pass
+
+    async def _reset(self, stream: _Stream, error_code: h2.errors.ErrorCodes) -> None:
+        """Reset a stream that is not closed yet; a closed one needs nothing."""
+        try:
+            self._h2.reset_stream(stream.stream_id, error_code)
+        except h2.exceptions.ProtocolError:
+            return
+        try:
+            await self.flush()
+        except ClientDisconnected:
+            pass
+
+
+class Http2Responder(Responder):
+    """The :class:`~ccag.server.types.Responder` of one HTTP/2 stream."""
+
+    __slots__ = ("_connection", "_h2", "_stream", "_stream_id", "_is_head", "_started", "_ended")
+
+    def __init__(self, connection: Http2Connection, stream: _Stream, is_head: bool) -> None:
+        self._connection = connection
+        self._h2 = connection._h2
+        self._stream = stream
+        self._stream_id = stream.stream_id
+        self._is_head = is_head
+        self._started = False
+        self._ended = False
+
+    @property
+    def request_id(self) -> str:
+        return self._stream.request_id
+
+    @property
+    def is_started(self) -> bool:
+        return self._started
+
+    def _check_alive(self) -> None:
+        if self._stream.is_reset or self._connection._is_broken:
+            raise ClientDisconnected("the client reset the stream or closed the connection")
+
+    async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
+        if self._started:
+            raise InternalError("start_response called twice")
+        self._check_alive()
+        raw = [(b":status", str(status).encode()), (b"request-id", self._stream.request_id.encode())]
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered not in _HOP_BY_HOP:
+                raw.append((lowered.encode("latin-1"), value.encode("latin-1")))
+        self._started = True
+        try:
+            self._h2.send_headers(self._stream_id, raw, end_stream=self._is_head)
+        except h2.exceptions.StreamClosedError as exc:
+            raise ClientDisconnected("the client reset the stream") from exc
+        if self._is_head:
+            self._ended = True
+        await self._connection.flush()
+
+    async def send_data(self, data: bytes) -> None:
+        if not self._started:
+            raise InternalError("send_data before start_response")
+        if self._is_head:
+            # A HEAD response has no body (RFC 9110 9.3.2).
+            self._check_alive()
+            return
+        if self._ended:
+            raise InternalError("send_data after end_response")
+
+        connection = self._connection
+        h2_connection = self._h2
+        stream_id = self._stream_id
+        remaining: bytes | memoryview = data
+        while remaining:
+            self._check_alive()
+            try:
+                window = h2_connection.local_flow_control_window(stream_id)
+            except h2.exceptions.StreamClosedError as exc:
+                raise ClientDisconnected("the stream is closed") from exc
+            if window <= 0:
+                await connection.wait_for_window()
+                continue
+
+            # As many frames as the window allows, then one write.
+            frame_size = h2_connection.max_outbound_frame_size
+            while remaining and window > 0:
+                size = min(window, frame_size)
+                if size >= len(remaining):
+                    chunk, remaining = remaining, b""
+                else:
+                    view = memoryview(remaining)
+                    chunk, remaining = view[:size], view[size:]
+                h2_connection.send_data(stream_id, chunk)  # type: ignore[arg-type]
+                window -= len(chunk)
+            await connection.flush()
+
+    async def end_response(self) -> None:
+        if self._ended:
+            return
+        if not self._started:
+            raise InternalError("end_response before start_response")
+        self._ended = True
+        self._check_alive()
+        try:
+            self._h2.end_stream(self._stream_id)
+        except h2.exceptions.StreamClosedError as exc:
+            raise ClientDisconnected("the stream is closed") from exc
+        await self._connection.flush()
+
+
+def _method_of(raw_headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in raw_headers:
+        if name == b":method":
+            return value
+    return None
+
+
+def _body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large")
