@@ -1,0 +1,307 @@
+"""Counting on the request path, cheaply, and reading the counts back.
+
+Theory of operation: every series is a plain Python cell (an int, or a
+:class:`HistogramCell`) found through a dict keyed by its already-bounded
+label values, so recording is a dict lookup and an addition; label strings
+and tuples are built once, when a series is first seen. Nothing here locks:
+ccag records from the Trio thread only, and the channels read a
+:meth:`Recorder.snapshot` taken on that same thread.
+
+The OpenTelemetry SDK's synchronous instruments cost 5-10 microseconds per
+measurement (attribute cleaning, hashing and a lock per reader), about ten
+times this; the SDK is used where it is good at no request's expense: its
+data model and OTLP exporter (see :mod:`ccag.telemetry.otlp`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Iterable, Union
+
+import attrs
+
+from ccag.telemetry import instruments as ins
+from ccag.telemetry.instruments import OTHER, Instrument
+
+Labels = tuple[str, ...]
+
+
+@attrs.frozen
+class HistogramValue:
+    """A histogram series at one moment.
+
+    Attributes:
+        bucket_counts: per bucket (not cumulative), one more than the bounds;
+            the last counts values above the highest bound.
+        sum: sum of the recorded values.
+        min: smallest recorded value.
+        max: largest recorded value.
+    """
+
+    bucket_counts: tuple[int, ...]
+    sum: float
+    min: float
+    max: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.bucket_counts)
+
+
+SeriesValue = Union[int, float, HistogramValue]
+Snapshot = list[tuple[Instrument, list[tuple[Labels, SeriesValue]]]]
+
+
+class HistogramCell:
+    """One histogram series with the :data:`DURATION_BUCKETS_MS` bounds."""
+
+    __slots__ = ("buckets", "sum", "min", "max")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(ins.DURATION_BUCKETS_MS) + 1)
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+    def observe(self, value: float) -> None:
+        # bisect_left puts a value equal to a bound in that bound's bucket,
+        # matching Prometheus ``le`` and OTLP's upper-inclusive buckets.
+        self.buckets[bisect_left(ins.DURATION_BUCKETS_MS, value)] += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def value(self) -> HistogramValue:
+        return HistogramValue(tuple(self.buckets), self.sum, self.min, self.max)
+
+
+class _RequestCell:
+    __slots__ = ("labels", "count", "duration")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.count = 0
+        self.duration = HistogramCell()
+
+
+class _TokenCell:
+    __slots__ = ("input", "output", "cache_read", "cache_write")
+
+    def __init__(self) -> None:
+        self.input = 0
+        self.output = 0
+        self.cache_read = 0
+        self.cache_write = 0
+
+
+def _streaming_label(streaming: bool) -> str:
+    return "true" if streaming else "false"
+
+
+class Recorder:
+    """The values of all sixteen instruments, and the calls that move them.
+
+    Args:
+        canonical_models: model names kept as ``model`` label values; any
+            other name is counted as ``other``.
+        endpoint_ids: configured Bedrock endpoint ids; others are ``other``.
+        max_tool_names: distinct tool names kept before new ones are
+            ``other``.
+
+    Label bounding: ``model`` is a canonical name or ``other``; ``status``
+    the digits of an int in 100..599, else ``other``; ``error_type`` one of
+    :data:`~ccag.telemetry.instruments.ERROR_TYPES`, ``reason`` one of
+    :data:`~ccag.telemetry.instruments.AUTH_FAILURE_REASONS`, ``endpoint_id``
+    a configured id, each else ``other``; ``tool`` one of the first
+    ``max_tool_names`` names seen (at most
+    :data:`~ccag.telemetry.instruments.MAX_TOOL_NAME_LENGTH` long), else
+    ``other``.
+    """
+
+    def __init__(
+        self,
+        canonical_models: Iterable[str],
+        endpoint_ids: Iterable[str],
+        max_tool_names: int = ins.DEFAULT_MAX_TOOL_NAMES,
+    ) -> None:
+        self._model_labels = {name: name for name in canonical_models}
+        self._endpoint_labels = {eid: eid for eid in endpoint_ids}
+        self._max_tool_names = max_tool_names
+
+        self._requests: dict[tuple[str, bool, int], _RequestCell] = {}
+        self._ttft: dict[tuple[str, bool], HistogramCell] = {}
+        self._tokens: dict[str, _TokenCell] = {}
+        self._tool_keys: dict[str, Labels] = {}
+        self._tool_calls: dict[Labels, int] = {}
+        self._errors: dict[Labels, int] = {}
+        self._throttles: dict[Labels, int] = {}
+        self._auth_failures: dict[Labels, int] = {}
+        self.in_flight = 0
+        self.web_searches = 0
+        self.rate_limits = 0
+        self.spend_flush_errors = 0
+        self.spend_quarantined = 0
+
+    # ---- the request path
+
+    def request_started(self) -> None:
+        """A ``/v1/messages`` request arrived (its first byte)."""
+        self.in_flight += 1
+
+    def request_finished(
+        self,
+        model: str,
+        streaming: bool,
+        status: int,
+        duration_ms: float,
+        ttft_ms: float | None,
+    ) -> None:
+        """A request sent its last byte (or its client went away: 499).
+
+        Args:
+            model: the model the client asked for, as sent.
+            streaming: whether the client asked for a stream.
+            status: the status the client saw (a stream that ended in an
+                error counts as that error's status).
+            duration_ms: first request byte to last response byte.
+            ttft_ms: first request byte to first content byte, or ``None``
+                when no content was sent.
+        """
+        self.in_flight -= 1
+        model_label = self._model_labels.get(model, OTHER)
+        if status.__class__ is not int or not 100 <= status <= 599:
+            status = 0
+
+        key = (model_label, streaming, status)
+        cell = self._requests.get(key)
+        if cell is None:
+            label = str(status) if status else OTHER
+            cell = _RequestCell((model_label, _streaming_label(streaming), label))
+            self._requests[key] = cell
+        cell.count += 1
+        cell.duration.observe(duration_ms)
+
+        if ttft_ms is not None:
+            ttft_key = (model_label, streaming)
+            ttft = self._ttft.get(ttft_key)
+            if ttft is None:
+                ttft = self._ttft[ttft_key] = HistogramCell()
+            ttft.observe(ttft_ms)
+
+    def usage(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read: int,
+        cache_write: int,
+    ) -> None:
+        """Add the tokens of one model call (once per call, final values)."""
+        cell = self._tokens.get(model)
+        if cell is None:
+            cell = self._token_cell(model)
+        cell.input += input_tokens
+        cell.output += output_tokens
+        cell.cache_read += cache_read
+        cell.cache_write += cache_write
+
+    def tool_calls(self, names: Iterable[str]) -> None:
+        """Count the ``tool_use`` blocks of one response, by tool name."""
+        counts = self._tool_calls
+        for name in names:
+            key = self._tool_keys.get(name)
+            if key is None:
+                key = self._tool_key(name)
+            counts[key] = counts.get(key, 0) + 1
+
+    # ---- rarer events
+
+    def web_search(self, n: int = 1) -> None:
+        """The gateway ran ``n`` web searches by interception."""
+        self.web_searches += n
+
+    def upstream_error(self, error_type: str, endpoint_id: str) -> None:
+        """Bedrock (or the way to it) failed with ``error_type``."""
+        if error_type not in ins.ERROR_TYPES:
+            error_type = OTHER
+        key = (error_type, self._endpoint_labels.get(endpoint_id, OTHER))
+        self._errors[key] = self._errors.get(key, 0) + 1
+
+    def throttle(self, model: str, endpoint_id: str) -> None:
+        """Bedrock throttled a call for ``model`` at ``endpoint_id``."""
+        key = (
+            self._model_labels.get(model, OTHER),
+            self._endpoint_labels.get(endpoint_id, OTHER),
+        )
+        self._throttles[key] = self._throttles.get(key, 0) + 1
+
+    def rate_limited(self) -> None:
+        """The gateway's own rate limiter rejected a request."""
+        self.rate_limits += 1
+
+    def auth_failure(self, reason: str) -> None:
+        """Authentication or authorisation failed for ``reason``."""
+        key = (reason if reason in ins.AUTH_FAILURE_REASONS else OTHER,)
+        self._auth_failures[key] = self._auth_failures.get(key, 0) + 1
+
+    def spend_flush_error(self) -> None:
+        """A spend tracker flush failed."""
+        self.spend_flush_errors += 1
+
+    def spend_quarantined(self, n: int) -> None:
+        """``n`` spend records were set aside."""
+        self.spend_quarantined += n
+
+    # ---- reading
+
+    def snapshot(self) -> Snapshot:
+        """Every instrument with its series, in :data:`INSTRUMENTS` order.
+
+        Label-less instruments always have their one series (0 until they
+        move); labelled ones list the series seen so far.
+        """
+        requests = list(self._requests.values())
+        tokens = [((model,), cell) for model, cell in self._tokens.items()]
+        return [
+            (ins.REQUESTS, [(cell.labels, cell.count) for cell in requests]),
+            (ins.DURATION, [(cell.labels, cell.duration.value()) for cell in requests]),
+            (
+                ins.TTFT,
+                [
+                    ((model, _streaming_label(streaming)), cell.value())
+                    for (model, streaming), cell in self._ttft.items()
+                ],
+            ),
+            (ins.IN_FLIGHT, [((), self.in_flight)]),
+            (ins.TOKENS_INPUT, [(labels, cell.input) for labels, cell in tokens]),
+            (ins.TOKENS_OUTPUT, [(labels, cell.output) for labels, cell in tokens]),
+            (ins.TOKENS_CACHE_READ, [(labels, cell.cache_read) for labels, cell in tokens]),
+            (ins.TOKENS_CACHE_WRITE, [(labels, cell.cache_write) for labels, cell in tokens]),
+            (ins.TOOL_CALLS, list(self._tool_calls.items())),
+            (ins.WEB_SEARCHES, [((), self.web_searches)]),
+            (ins.ERRORS, list(self._errors.items())),
+            (ins.THROTTLES, list(self._throttles.items())),
+            (ins.RATE_LIMITS, [((), self.rate_limits)]),
+            (ins.AUTH_FAILURES, list(self._auth_failures.items())),
+            (ins.SPEND_FLUSH_ERRORS, [((), self.spend_flush_errors)]),
+            (ins.SPEND_QUARANTINED, [((), self.spend_quarantined)]),
+        ]
+
+    # ---- first sight of a series
+
+    def _token_cell(self, model: str) -> _TokenCell:
+        label = self._model_labels.get(model, OTHER)
+        cell = self._tokens.get(label)
+        if cell is None:
+            cell = self._tokens[label] = _TokenCell()
+        return cell
+
+    def _tool_key(self, name: str) -> Labels:
+        kind = "mcp" if name.startswith(ins.MCP_TOOL_PREFIX) else "builtin"
+        if len(self._tool_keys) >= self._max_tool_names or len(name) > ins.MAX_TOOL_NAME_LENGTH:
+            # Not remembered: the cache stays as bounded as the labels.
+            return (OTHER, kind)
+        key = self._tool_keys[name] = (name, kind)
+        return key
