@@ -170,21 +170,25 @@ async def serve(
     server = _Server(handler, config, ssl_context)
     logger.info("listening on %s:%d (%s)", config.host, port, "TLS" if ssl_context else "cleartext")
 
-    async with trio.open_nursery() as connection_nursery:
-        async with trio.open_nursery() as accept_nursery:
+    try:
+        async with trio.open_nursery() as connection_nursery:
+            async with trio.open_nursery() as accept_nursery:
+                for listener in listeners:
+                    accept_nursery.start_soon(server.accept_loop, listener, connection_nursery)
+                task_status.started(port)
+                if shutdown is None:
+                    await trio.sleep_forever()
+                else:
+                    await shutdown.wait()
+                accept_nursery.cancel_scope.cancel()
             for listener in listeners:
-                accept_nursery.start_soon(server.accept_loop, listener, connection_nursery)
-            task_status.started(port)
-            if shutdown is None:
-                await trio.sleep_forever()
-            else:
-                await shutdown.wait()
-            accept_nursery.cancel_scope.cancel()
-        for listener in listeners:
-            await listener.aclose()
+                await trio.aclose_forcefully(listener)
 
-        logger.info("shutting down: draining connections for up to %ss", config.shutdown_grace)
-        server.drain()
-        with trio.move_on_after(config.shutdown_grace):
-            await server.all_closed.wait()
-        connection_nursery.cancel_scope.cancel()
+            logger.info("shutting down: draining connections for up to %ss", config.shutdown_grace)
+            server.drain()
+            with trio.move_on_after(config.shutdown_grace):
+                await server.all_closed.wait()
+            connection_nursery.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
