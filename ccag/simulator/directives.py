@@ -1,0 +1,102 @@
+"""What the simulator answers when no scenario is scripted.
+
+The answer is deterministic and depends only on the conversation:
+
+* the last user message is a ``tool_result``: a text answer that quotes the
+  result's content (``Tool result: ...``), which ends a tool round trip;
+* its text holds a directive (below): the directive decides;
+* otherwise: a short text answer echoing the start of the last user text.
+
+Directives, written anywhere in the last user message's text:
+
+``[sim:tool NAME {json}]``
+    call tool ``NAME`` with that JSON input (``{}`` if omitted).
+``[sim:fail-stream]``
+    on a streaming call, fail mid-stream with a ``modelStreamErrorException``
+    frame after two events; a non-streaming call answers normally (how a
+    client's fallback to non-streaming is tested).
+``[sim:text N]``
+    answer in N text deltas.
+``[sim:thinking]``
+    answer with a thinking block (thinking and signature deltas), then text.
+``[sim:error NAME]``
+    refuse the call with Bedrock exception NAME (``ThrottlingException``...).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ccag.simulator.scenarios import Fail, Scenario, StreamException, Text, Thinking, ToolUse
+
+ECHO_CHARS = 60
+"""How much of the prompt the default answer repeats: enough to recognise it."""
+
+_DIRECTIVE = re.compile(r"\[sim:([a-z-]+)(?:\s+([^\]\s]+))?(?:\s+(\{.*?\}))?\]", re.DOTALL)
+
+
+def _text_of(content: Any, *, include_tool_results: bool = False) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    if isinstance(content, list):
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+            elif include_tool_results and block.get("type") == "tool_result":
+                parts.append(_text_of(block.get("content")))
+    return "\n".join(parts)
+
+
+def _last_user_message(body: dict[str, Any]) -> Any:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message.get("content")
+    return None
+
+
+def _is_tool_result(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in content
+    )
+
+
+def default_text(body: dict[str, Any]) -> str:
+    """The deterministic text answer for ``body``."""
+    content = _last_user_message(body)
+    if _is_tool_result(content):
+        return "Tool result: " + _text_of(content, include_tool_results=True).strip()
+    prompt = " ".join(_DIRECTIVE.sub("", _text_of(content)).split())
+    return "Simulated reply to: " + prompt[:ECHO_CHARS]
+
+
+def default_scenario(body: dict[str, Any]) -> Scenario:
+    """The scenario for an unscripted call with InvokeModel ``body``."""
+    content = _last_user_message(body)
+    if _is_tool_result(content):
+        return Text()
+
+    for match in _DIRECTIVE.finditer(_text_of(content)):
+        name, argument, payload = match.groups()
+        if name == "tool" and argument:
+            try:
+                tool_input = json.loads(payload) if payload else {}
+            except json.JSONDecodeError:
+                tool_input = {"raw": payload}
+            return ToolUse(name=argument, input=tool_input if isinstance(tool_input, dict) else {})
+        if name == "fail-stream":
+            return StreamException()
+        if name == "text" and argument and argument.isdigit():
+            return Text(deltas=max(1, int(argument)))
+        if name == "thinking":
+            return Thinking()
+        if name == "error" and argument:
+            return Fail(name=argument)
+    return Text()
