@@ -1,0 +1,1 @@
+"""Who may use the gateway: API keys (checked in memory) and admin sessions."""

@@ -1,0 +1,393 @@
+"""Admin identity: the bootstrap admin, password logins, session tokens, and
+the admin check for admin endpoints.
+
+Sessions live in the store, so any gateway sharing it accepts a token another
+issued. Each gateway keeps the sessions it has seen in memory and re-reads one
+from the store when it is unknown or was last checked more than
+:data:`SESSION_RECHECK_SECONDS` ago; a logout or role change elsewhere thus
+takes effect within that time. Only admin endpoints reach this module, never
+``/v1/messages``, so reading the store on a miss is acceptable here.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import logging
+import math
+import secrets
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from ccag.auth.errors import (
+    EXPIRED_SESSION,
+    INVALID_KEY,
+    INVALID_SESSION,
+    LOGIN_FAILED,
+    NOT_ADMIN,
+    AuthError,
+    most_specific,
+)
+from ccag.auth.keys import (
+    KEY_PREFIX,
+    KeyCache,
+    Principal,
+    missing_credentials,
+    presented_credentials,
+)
+from ccag.auth.passwords import dummy_hash, generate_password, hash_password, verify_password
+from ccag.errors import ApiError
+from ccag.server.types import Headers
+from ccag.store import Store, StoreError
+from ccag.store import identity
+
+logger = logging.getLogger(__name__)
+
+SESSION_PREFIX = "ccag-session-"
+SESSION_RANDOM_BYTES = 32
+SESSION_TOKEN_LENGTH = len(SESSION_PREFIX) + 43
+
+# How stale a cached session may be before the store is asked again.
+SESSION_RECHECK_SECONDS = 5.0
+# Cached sessions kept per gateway; past this the cache starts over, which
+# costs one store read per active admin.
+MAX_CACHED_SESSIONS = 10_000
+
+# Login throttling, per client address: this many failures within the window
+# lock the address out for the lockout time. Five tries a minute make online
+# guessing of even a weak password slow; a locked-out admin waits minutes.
+MAX_LOGIN_FAILURES = 5
+LOGIN_FAILURE_WINDOW_SECONDS = 60.0
+LOGIN_LOCKOUT_SECONDS = 300.0
+# Addresses tracked at once; bounds the memory a scan from many addresses
+# can take.
+MAX_TRACKED_CLIENTS = 10_000
+# Password checks running at once: scrypt takes 16 MiB and tens of
+# milliseconds each, so a login flood must not take every core and thread.
+MAX_CONCURRENT_PASSWORD_CHECKS = 4
+
+
+def _token_hash(token: str) -> str:
+    # Session tokens are 256 random bits, so SHA-256 suffices (see hash_key).
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+@attrs.frozen
+class IssuedSession:
+    """A session token, given to the client once, and its expiry (Unix time)."""
+
+    token: str
+    expires_at: float
+
+
+@attrs.define
+class _ClientFailures:
+    times: collections.deque[float] = attrs.Factory(collections.deque)
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Counts failed logins per client address and locks out guessers.
+
+    An attempt counts as a failure from the moment it starts until it
+    succeeds, so many attempts sent at once are limited like sequential ones.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = MAX_LOGIN_FAILURES,
+        window: float = LOGIN_FAILURE_WINDOW_SECONDS,
+        lockout: float = LOGIN_LOCKOUT_SECONDS,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+    ) -> None:
+        self._max_failures = max_failures
+        self._window = window
+        self._lockout = lockout
+        self._max_clients = max_clients
+        self._clients: dict[str, _ClientFailures] = {}
+
+    def attempt_started(self, client: str, now: float) -> float:
+        """Count an attempt, or refuse it if the client is locked out.
+
+        Returns:
+            A handle for :meth:`attempt_succeeded`.
+
+        Raises:
+            AuthError: 429 with ``retry-after``; reason ``login_failed``.
+        """
+        state = self._clients.get(client)
+        if state is not None and state.locked_until > now:
+            wait = math.ceil(state.locked_until - now)
+            raise AuthError(
+                429,
+                f"too many failed logins from your address; try again in {wait} seconds",
+                LOGIN_FAILED,
+                headers=[("retry-after", str(wait))],
+            )
+
+        if state is None:
+            self._make_room(now)
+            state = self._clients[client] = _ClientFailures()
+        while state.times and state.times[0] <= now - self._window:
+            state.times.popleft()
+        state.times.append(now)
+        if len(state.times) >= self._max_failures:
+            state.locked_until = now + self._lockout
+        return now
+
+    def attempt_succeeded(self, client: str, handle: float) -> None:
+        """Uncount a successful attempt (earlier failures still count)."""
+        state = self._clients.get(client)
+        if state is None:
+            return
+        try:
+            state.times.remove(handle)
+        except ValueError:
+            return
+        if len(state.times) < self._max_failures:
+            state.locked_until = 0.0
+        if not state.times:
+            del self._clients[client]
+
+    def _make_room(self, now: float) -> None:
+        if len(self._clients) < self._max_clients:
+            return
+        for client, state in list(self._clients.items()):
+            is_stale = not state.times or state.times[-1] <= now - self._window
+            if is_stale and state.locked_until <= now:
+                del self._clients[client]
+        while len(self._clients) >= self._max_clients:
+            # TODO: dropping the oldest tracked address lets a guesser with
+            # more than MAX_TRACKED_CLIENTS addresses reset its own count.
+            del self._clients[next(iter(self._clients))]
+
+
+@attrs.frozen
+class _CachedSession:
+    record: identity.SessionRecord
+    checked_at: float
+
+
+class SessionManager:
+    """Logins, session tokens and the admin check.
+
+    Args:
+        store: holds users and sessions.
+        config: provides ``session_ttl``, the seconds a new session lasts.
+        keys: the API key cache (an admin-role key also opens admin endpoints).
+        throttle: failed-login bookkeeping (default: a new one).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: Any,
+        keys: KeyCache,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._session_ttl: float = config.session_ttl
+        self._throttle = throttle or LoginThrottle()
+        self._password_checks = trio.CapacityLimiter(MAX_CONCURRENT_PASSWORD_CHECKS)
+        self._sessions: dict[str, _CachedSession] = {}
+
+    async def login(
+        self, username: str, password: str, client_addr: str, now: float
+    ) -> IssuedSession:
+        """Check a password and open a session.
+
+        Args:
+            client_addr: the client's address, for throttling.
+            now: Unix time.
+
+        Raises:
+            AuthError: 401 for a wrong name or password, 429 when throttled;
+                reason ``login_failed`` for both.
+            ApiError: 503, the store is unavailable.
+        """
+        attempt = self._throttle.attempt_started(client_addr, now)
+
+        user = await self._read(functools.partial(identity.find_user, name=username))
+        stored_hash = user.password_hash if user is not None else None
+        is_valid = await trio.to_thread.run_sync(
+            lambda: verify_password(password, stored_hash or dummy_hash()),
+            limiter=self._password_checks,
+        )
+        if user is None or stored_hash is None or not is_valid:
+            logger.info("failed admin login for user %r", username)
+            raise AuthError(401, "invalid username or password", LOGIN_FAILED)
+        self._throttle.attempt_succeeded(client_addr, attempt)
+
+        token = SESSION_PREFIX + secrets.token_urlsafe(SESSION_RANDOM_BYTES)
+        expires_at = now + self._session_ttl
+        token_hash = _token_hash(token)
+
+        def record_session(connection: Any) -> None:
+            identity.delete_expired_sessions(connection, now)
+            identity.insert_session(connection, token_hash, user.id, now, expires_at)
+
+        await self._write(record_session)
+        self._remember(token_hash, identity.SessionRecord(user.name, user.role, expires_at), now)
+        logger.info("admin login for user %r", username)
+        return IssuedSession(token, expires_at)
+
+    async def logout(self, token: str) -> None:
+        """End a session, on every gateway within the recheck time."""
+        token_hash = _token_hash(token)
+        self._sessions.pop(token_hash, None)
+        await self._write(functools.partial(identity.delete_session, token_hash=token_hash))
+
+    async def authorize_admin(self, headers: Headers, now: float) -> Principal:
+        """The admin a request acts as.
+
+        Accepts ``Authorization: Bearer`` with an admin session token or an
+        API key whose role is admin (also ``x-api-key`` for keys).
+
+        Raises:
+            AuthError: 401 (``missing_key``; ``invalid_key``, ``revoked_key``,
+                ``expired_key`` for API keys; ``invalid_session``,
+                ``expired_session`` for session tokens) or 403 (``not_admin``).
+            ApiError: 503, the store is unavailable.
+        """
+        credentials = presented_credentials(headers)
+        if not credentials:
+            raise missing_credentials()
+
+        refusals: list[AuthError] = []
+        principals: list[Principal] = []
+        for credential in credentials:
+            try:
+                principals.append(await self._principal(credential, now))
+            except AuthError as exc:
+                refusals.append(exc)
+        for principal in principals:
+            if principal.is_admin:
+                return principal
+        if principals:
+            who = principals[0].user or principals[0].team or principals[0].key_name
+            raise AuthError(
+                403,
+                f"permission denied: {who!r} is not an admin; this endpoint needs an "
+                "admin session or an API key with the admin role",
+                NOT_ADMIN,
+            )
+        raise most_specific(refusals)
+
+    async def _principal(self, credential: str, now: float) -> Principal:
+        if credential.startswith(KEY_PREFIX):
+            return self._keys.check_key(credential, now)
+
+        if not credential.startswith(SESSION_PREFIX):
+            raise AuthError(
+                401,
+                "invalid admin credentials: send Authorization: Bearer with an admin "
+                "session token (from POST /auth/login) or an admin API key",
+                INVALID_KEY,
+            )
+        record = None
+        if len(credential) == SESSION_TOKEN_LENGTH:
+            record = await self._session(_token_hash(credential), now)
+        if record is None:
+            raise AuthError(
+                401,
+                "invalid session token: it is unknown or was logged out; log in "
+                "again with POST /auth/login",
+                INVALID_SESSION,
+            )
+        if now >= record.expires_at:
+            raise AuthError(
+                401,
+                "admin session expired; log in again with POST /auth/login",
+                EXPIRED_SESSION,
+            )
+        return Principal(None, None, record.user_name, None, record.role)
+
+    async def _session(self, token_hash: str, now: float) -> identity.SessionRecord | None:
+        cached = self._sessions.get(token_hash)
+        if cached is not None and now - cached.checked_at < SESSION_RECHECK_SECONDS:
+            return cached.record
+
+        record = await self._read(functools.partial(identity.find_session, token_hash=token_hash))
+        if record is None:
+            self._sessions.pop(token_hash, None)
+        else:
+            self._remember(token_hash, record, now)
+        return record
+
+    def _remember(self, token_hash: str, record: identity.SessionRecord, now: float) -> None:
+        if len(self._sessions) >= MAX_CACHED_SESSIONS:
+            self._sessions.clear()
+        self._sessions[token_hash] = _CachedSession(record, now)
+
+    async def _read(self, work: Any) -> Any:
+        try:
+            return await self._store.run(work, readonly=True)
+        except StoreError as exc:
+            raise _store_unavailable(exc) from exc
+
+    async def _write(self, work: Any) -> Any:
+        try:
+            return await self._store.run(work)
+        except StoreError as exc:
+            raise _store_unavailable(exc) from exc
+
+
+def _store_unavailable(exc: StoreError) -> ApiError:
+    logger.error("admin authentication cannot use the store: %s", exc)
+    return ApiError(503, "the gateway's store is unavailable; try again shortly")
+
+
+async def ensure_bootstrap_admin(
+    store: Store,
+    config: Any,
+    *,
+    simulator_mode: bool = False,
+    now: float | None = None,
+) -> str | None:
+    """Make sure the configured admin user exists and can log in.
+
+    With ``config.admin_password`` set, the admin's password is set to it at
+    every start (so changing the setting changes the password). Without it, a
+    password is generated the first time only and logged once at WARNING:
+    later starts leave the existing one alone.
+
+    Args:
+        config: provides ``admin_username`` and ``admin_password``.
+        simulator_mode: the gateway serves from the simulator (said in the
+            log line; the password policy is the same).
+        now: Unix time recorded as the user's creation time (default: now).
+
+    Returns:
+        The generated password, or None if none was generated.
+    """
+    created_at = time.time() if now is None else now
+    name: str = config.admin_username
+    configured: str | None = config.admin_password
+    password = configured if configured else generate_password()
+    password_hash = await trio.to_thread.run_sync(hash_password, password)
+
+    is_set = await store.run(
+        functools.partial(
+            identity.set_admin_password,
+            name=name,
+            password_hash=password_hash,
+            now=created_at,
+            only_if_unset=not configured,
+        )
+    )
+    if configured or not is_set:
+        return None
+    logger.warning(
+        "created admin user %r%s with the generated password %s (shown only this "
+        "once; set admin_password to choose one)",
+        name,
+        " for simulator mode" if simulator_mode else "",
+        password,
+    )
+    return password
+
