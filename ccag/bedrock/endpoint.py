@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Mapping
 from urllib.parse import urlsplit
 
+import attrs
+
 from ccag.errors import ConfigError
 
 # The environment variables the AWS SDKs read for a service-specific endpoint
@@ -41,23 +43,40 @@ def resolve_endpoint_url(explicit: str | None, region: str, environ: Mapping[str
     return f"https://bedrock-runtime.{region}.{suffix}"
 
 
-def parse_endpoint(url: str) -> tuple[str, str, int, str]:
-    """Split an endpoint URL into what a connection needs.
+@attrs.frozen
+class Endpoint:
+    """A parsed endpoint URL: what a connection and a request line need.
 
-    Returns:
-        ``(scheme, host, port, host_header)``: host without brackets for
-        connecting, and the ``Host`` value to send and sign (lower case, the
-        port only when it is not the scheme's default, IPv6 in brackets).
+    Attributes:
+        url: the URL as configured, without a trailing ``/``.
+        scheme: ``http`` or ``https``.
+        host: the host to connect to (IPv6 without brackets).
+        port: the TCP port.
+        host_header: the ``Host`` value to send and sign: lower case, the port
+            only when it is not the scheme's default, IPv6 in brackets.
+        base_path: a path prefix to put before every request path, or ``""``.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    host_header: str
+    base_path: str
+
+
+def parse_endpoint(url: str) -> Endpoint:
+    """Split an endpoint URL into what a connection needs.
 
     Raises:
         ConfigError: the URL is not an ``http`` or ``https`` URL with a host,
-            or it carries a path, query or credentials we would not send.
+            or it carries a query, fragment or credentials we would not send.
     """
     parts = urlsplit(url)
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         raise ConfigError(f"endpoint_url {url!r}: must be an http:// or https:// URL")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"endpoint_url {url!r}: must not have a path or query")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"endpoint_url {url!r}: must not have a query or fragment")
     if parts.username is not None:
         raise ConfigError(f"endpoint_url {url!r}: must not carry credentials")
     try:
@@ -69,4 +88,11 @@ def parse_endpoint(url: str) -> tuple[str, str, int, str]:
     host_header = f"[{host}]" if ":" in host else host
     if port != DEFAULT_PORTS[parts.scheme]:
         host_header = f"{host_header}:{port}"
-    return parts.scheme, host, port, host_header
+    return Endpoint(
+        url=url.rstrip("/"),
+        scheme=parts.scheme,
+        host=host,
+        port=port,
+        host_header=host_header,
+        base_path=parts.path.rstrip("/"),
+    )

@@ -1,0 +1,229 @@
+"""Keep-alive HTTP/1.1 connections to one Bedrock host.
+
+A :class:`Connection` is a Trio stream (TCP, or TLS over TCP) and the h11
+state machine that frames requests and responses on it. The
+:class:`ConnectionPool` opens them, lends them out one request at a time and
+takes back those whose exchange ended cleanly. Idle connections are kept
+newest first, at most ``pool_size`` of them, and none older than
+``max_idle_seconds``: servers close idle connections on their own schedule,
+and a connection they closed is only found out by writing to it.
+
+The pool bounds idle connections, not busy ones; busy ones are bounded only by
+:data:`MAX_ACTIVE_CONNECTIONS`, a guard against running out of file
+descriptors, not a concurrency limit.
+"""
+
+from __future__ import annotations
+
+import collections
+import ssl
+
+import h11
+import trio
+
+from ccag.bedrock.endpoint import Endpoint
+from ccag.bedrock.errors import UpstreamConnectError, UpstreamTimeout
+
+# One read from the socket: large enough that a burst of event-stream frames
+# arrives in one piece, small enough to keep per-connection memory modest.
+RECEIVE_CHUNK_SIZE = 64 * 1024
+
+# Bedrock's load balancers close connections that sit idle for about a
+# minute; dropping ours a little earlier avoids writing into a closing one.
+MAX_IDLE_SECONDS = 50.0
+
+# Connections lent out at once, across all requests to one host. Each is a
+# file descriptor; past this, requests wait for one to come back.
+MAX_ACTIVE_CONNECTIONS = 4096
+
+# The largest response head accepted. Bedrock's are well under 2 KiB; this
+# only stops a broken peer from growing the buffer without end.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+
+# ALPN: we speak HTTP/1.1 only, so say so and get no surprises.
+ALPN_PROTOCOLS = ["http/1.1"]
+
+
+class Connection:
+    """One HTTP/1.1 connection and its h11 state.
+
+    Attributes:
+        stream: the byte stream (``trio.SocketStream`` or ``trio.SSLStream``).
+        h11: the client-side h11 state machine.
+        requests_sent: how many requests this connection has carried.
+        idle_since: ``trio.current_time()`` when it last went back to the pool.
+    """
+
+    __slots__ = ("stream", "h11", "requests_sent", "idle_since", "_socket")
+
+    def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD_BYTES)
+        self.requests_sent = 0
+        self.idle_since = 0.0
+        self._socket = socket
+
+    @property
+    def is_reused(self) -> bool:
+        """Whether a request was already carried (the peer may since have closed)."""
+        return self.requests_sent > 0
+
+    def is_dropped_by_peer(self) -> bool:
+        """Whether an idle connection has something to read: EOF or junk.
+
+        Either way it cannot carry a request: a server may not send anything
+        before a request, so what is readable is the peer closing.
+        """
+        return self._socket.is_readable()
+
+    def can_be_reused(self) -> bool:
+        """Whether both sides finished their message and kept the connection open."""
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    async def aclose(self) -> None:
+        """Close now, without a graceful TLS shutdown: nobody waits for it."""
+        await trio.aclose_forcefully(self.stream)
+
+
+class ConnectionPool:
+    """Connections to one endpoint, reused across requests.
+
+    Args:
+        endpoint: where to connect.
+        connect_timeout: seconds for TCP connect plus TLS handshake.
+        pool_size: idle connections kept at most.
+        ssl_context: for ``https`` endpoints; the system trust store if None.
+        max_idle_seconds: idle connections older than this are closed, not lent.
+        max_active: connections lent out at once at most.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        connect_timeout: float,
+        pool_size: int,
+        ssl_context: ssl.SSLContext | None = None,
+        max_idle_seconds: float = MAX_IDLE_SECONDS,
+        max_active: int = MAX_ACTIVE_CONNECTIONS,
+    ) -> None:
+        self._endpoint = endpoint
+        self._connect_timeout = connect_timeout
+        self._pool_size = pool_size
+        self._max_idle_seconds = max_idle_seconds
+        self._active_slots = trio.Semaphore(max_active)
+        self._idle: collections.deque[Connection] = collections.deque()
+        self._ssl_context: ssl.SSLContext | None = None
+        if endpoint.scheme == "https":
+            self._ssl_context = ssl_context or _default_ssl_context()
+        self.connections_opened = 0
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self, *, fresh: bool = False) -> Connection:
+        """Lend out a connection: the newest live idle one, else a new one.
+
+        Args:
+            fresh: skip the idle connections (a retry after a stale one).
+
+        Raises:
+            UpstreamConnectError: the connection could not be made.
+            UpstreamTimeout: connecting, or waiting for a free slot, took
+                longer than the connect timeout.
+        """
+        with trio.move_on_after(self._connect_timeout) as waiting:
+            await self._active_slots.acquire()
+        if waiting.cancelled_caught:
+            raise UpstreamTimeout(
+                f"no upstream connection slot free within {self._connect_timeout:g} s "
+                f"({MAX_ACTIVE_CONNECTIONS} in use)",
+                "pool",
+            )
+
+        try:
+            if not fresh:
+                connection = await self._take_idle()
+                if connection is not None:
+                    return connection
+            return await self._connect()
+        except BaseException:
+            self._active_slots.release()
+            raise
+
+    async def release(self, connection: Connection) -> None:
+        """Take a connection back after a request; keep it if it can be reused."""
+        self._active_slots.release()
+        if connection.can_be_reused() and len(self._idle) < self._pool_size:
+            connection.h11.start_next_cycle()
+            connection.idle_since = trio.current_time()
+            self._idle.append(connection)
+            return
+        await connection.aclose()
+
+    async def discard(self, connection: Connection) -> None:
+        """Take a connection back and close it (early exit, error, cancellation)."""
+        self._active_slots.release()
+        await connection.aclose()
+
+    async def aclose(self) -> None:
+        """Close every idle connection; lent ones close when they come back."""
+        while self._idle:
+            await self._idle.pop().aclose()
+
+    async def _take_idle(self) -> Connection | None:
+        oldest_allowed = trio.current_time() - self._max_idle_seconds
+        while self._idle and self._idle[0].idle_since < oldest_allowed:
+            await self._idle.popleft().aclose()
+
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_dropped_by_peer():
+                return connection
+            await connection.aclose()
+        return None
+
+    async def _connect(self) -> Connection:
+        endpoint = self._endpoint
+        where = f"{endpoint.host}:{endpoint.port}"
+        try:
+            with trio.fail_after(self._connect_timeout):
+                tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                if self._ssl_context is None:
+                    self.connections_opened += 1
+                    return Connection(tcp, tcp.socket)
+                return await self._start_tls(tcp)
+        except trio.TooSlowError as exc:
+            raise UpstreamTimeout(
+                f"connecting to {where} took longer than {self._connect_timeout:g} s", "connect"
+            ) from exc
+        except (OSError, trio.BrokenResourceError) as exc:
+            raise UpstreamConnectError(f"could not connect to {where}: {_describe(exc)}") from exc
+
+    async def _start_tls(self, tcp: trio.SocketStream) -> Connection:
+        assert self._ssl_context is not None
+        tls = trio.SSLStream(
+            tcp, self._ssl_context, server_hostname=self._endpoint.host, https_compatible=True
+        )
+        try:
+            await tls.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+        self.connections_opened += 1
+        return Connection(tls, tcp.socket)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception's own words; trio's wrappers keep them in ``__cause__``."""
+    while not str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    """Certificate and host name checks against the system trust store."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(ALPN_PROTOCOLS)
+    return context
