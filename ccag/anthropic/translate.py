@@ -350,7 +350,7 @@ class _Translation:
             del out["tools"]
         choice = out.get("tool_choice")
         if isinstance(choice, dict) and (
-            not kept or (choice.get("type") == "tool" and choice.get("name") in removed_names)
+            not kept or (choice.get("type") == "tool" and _is_removed(choice.get("name"), removed_names))
         ):
             del out["tool_choice"]
             self._drop("tool_choice")
@@ -429,6 +429,10 @@ class _Translation:
         if fixed == control:
             return block
         return {**block, "cache_control": fixed}
+
+
+def _is_removed(name: Any, removed: set[str]) -> bool:
+    return isinstance(name, str) and name in removed
 
 
 def _fold_system_messages(messages: list[Any]) -> list[Any]:
