@@ -7,8 +7,11 @@ or ``await store.run(fn)`` (Trio, in a worker thread). ``fn`` receives a
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+
+import trio
 
 from ccag.errors import ConfigError
 from ccag.store.base import Connection, Store, StoreConflict, StoreError
@@ -20,6 +23,7 @@ __all__ = [
     "StoreConflict",
     "StoreError",
     "open_store",
+    "open_store_sync",
     "parse_store_url",
 ]
 
@@ -54,12 +58,21 @@ def parse_store_url(url_or_path: str) -> tuple[str, str]:
     return "sqlite", location
 
 
-def open_store(url_or_path: str, *, now: float | None = None) -> Store:
-    """Open the store and bring its schema up to date.
+async def open_store(url_or_path: str, *, now: float | None = None) -> Store:
+    """Open the store and bring its schema up to date, in a worker thread.
 
-    Blocking (it connects and migrates): from Trio, call it through
-    ``trio.to_thread.run_sync``. A new SQLite file is created readable by its
-    owner only, with any missing directories.
+    See :func:`open_store_sync`, which this runs.
+    """
+    return await trio.to_thread.run_sync(
+        functools.partial(open_store_sync, url_or_path, now=now)
+    )
+
+
+def open_store_sync(url_or_path: str, *, now: float | None = None) -> Store:
+    """Open the store and bring its schema up to date, blocking.
+
+    For the CLI and tests; Trio code uses :func:`open_store`. A new SQLite
+    file is created readable by its owner only, with any missing directories.
 
     Args:
         url_or_path: see :func:`parse_store_url`.

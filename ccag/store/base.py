@@ -144,6 +144,18 @@ class Store:
             functools.partial(self.call, work, readonly=readonly)
         )
 
+    async def ping(self) -> None:
+        """Check the database answers (for readiness probes).
+
+        Raises:
+            StoreError: it does not.
+        """
+        await self.run(_select_one, readonly=True)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, from Trio, in a worker thread."""
+        await trio.to_thread.run_sync(self.close)
+
     def close(self) -> None:
         """Close the connection; every later call raises :class:`StoreError`."""
         with self._lock:
@@ -182,3 +194,7 @@ class Store:
                 connection.close()
             except StoreError:
                 pass
+
+
+def _select_one(connection: Connection) -> None:
+    connection.query("SELECT 1")

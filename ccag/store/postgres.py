@@ -49,8 +49,8 @@ def _redact(url: str) -> str:
     credentials, at, host = rest.rpartition("@")
     if not at:
         return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
 
 
 class PostgresConnection(Connection):
