@@ -45,8 +45,12 @@ AUTH_FAILURE_REASONS: frozenset[str] = frozenset({
     "expired_key",
     "not_admin",
     "login_failed",
+    "invalid_session",
+    "expired_session",
 })
-"""Values of ``reason`` on ``ccag.auth_failures.total`` (besides ``other``)."""
+"""Values of ``reason`` on ``ccag.auth_failures.total`` (besides ``other``);
+the reasons :mod:`ccag.auth.errors` gives its refusals (a test keeps the two
+equal)."""
 
 DEFAULT_MAX_TOOL_NAMES = 500
 """Distinct tool names tracked before new ones count as ``other``: Claude

@@ -138,17 +138,17 @@ class Recorder:
         self._errors: dict[Labels, int] = {}
         self._throttles: dict[Labels, int] = {}
         self._auth_failures: dict[Labels, int] = {}
-        self.in_flight = 0
-        self.web_searches = 0
-        self.rate_limits = 0
-        self.spend_flush_errors = 0
-        self.spend_quarantined = 0
+        self._in_flight = 0
+        self._web_searches = 0
+        self._rate_limits = 0
+        self._spend_flush_errors = 0
+        self._spend_quarantined = 0
 
     # ---- the request path
 
     def request_started(self) -> None:
         """A ``/v1/messages`` request arrived (its first byte)."""
-        self.in_flight += 1
+        self._in_flight += 1
 
     def request_finished(
         self,
@@ -169,7 +169,7 @@ class Recorder:
             ttft_ms: first request byte to first content byte, or ``None``
                 when no content was sent.
         """
-        self.in_flight -= 1
+        self._in_flight -= 1
         model_label = self._model_labels.get(model, OTHER)
         if status.__class__ is not int or not 100 <= status <= 599:
             status = 0
@@ -220,7 +220,7 @@ class Recorder:
 
     def web_search(self, n: int = 1) -> None:
         """The gateway ran ``n`` web searches by interception."""
-        self.web_searches += n
+        self._web_searches += n
 
     def upstream_error(self, error_type: str, endpoint_id: str) -> None:
         """Bedrock (or the way to it) failed with ``error_type``."""
@@ -239,7 +239,7 @@ class Recorder:
 
     def rate_limited(self) -> None:
         """The gateway's own rate limiter rejected a request."""
-        self.rate_limits += 1
+        self._rate_limits += 1
 
     def auth_failure(self, reason: str) -> None:
         """Authentication or authorisation failed for ``reason``."""
@@ -248,11 +248,11 @@ class Recorder:
 
     def spend_flush_error(self) -> None:
         """A spend tracker flush failed."""
-        self.spend_flush_errors += 1
+        self._spend_flush_errors += 1
 
     def spend_quarantined(self, n: int) -> None:
         """``n`` spend records were set aside."""
-        self.spend_quarantined += n
+        self._spend_quarantined += n
 
     # ---- reading
 
@@ -274,19 +274,19 @@ class Recorder:
                     for (model, streaming), cell in self._ttft.items()
                 ],
             ),
-            (ins.IN_FLIGHT, [((), self.in_flight)]),
+            (ins.IN_FLIGHT, [((), self._in_flight)]),
             (ins.TOKENS_INPUT, [(labels, cell.input) for labels, cell in tokens]),
             (ins.TOKENS_OUTPUT, [(labels, cell.output) for labels, cell in tokens]),
             (ins.TOKENS_CACHE_READ, [(labels, cell.cache_read) for labels, cell in tokens]),
             (ins.TOKENS_CACHE_WRITE, [(labels, cell.cache_write) for labels, cell in tokens]),
             (ins.TOOL_CALLS, list(self._tool_calls.items())),
-            (ins.WEB_SEARCHES, [((), self.web_searches)]),
+            (ins.WEB_SEARCHES, [((), self._web_searches)]),
             (ins.ERRORS, list(self._errors.items())),
             (ins.THROTTLES, list(self._throttles.items())),
-            (ins.RATE_LIMITS, [((), self.rate_limits)]),
+            (ins.RATE_LIMITS, [((), self._rate_limits)]),
             (ins.AUTH_FAILURES, list(self._auth_failures.items())),
-            (ins.SPEND_FLUSH_ERRORS, [((), self.spend_flush_errors)]),
-            (ins.SPEND_QUARANTINED, [((), self.spend_quarantined)]),
+            (ins.SPEND_FLUSH_ERRORS, [((), self._spend_flush_errors)]),
+            (ins.SPEND_QUARANTINED, [((), self._spend_quarantined)]),
         ]
 
     # ---- first sight of a series
