@@ -48,9 +48,9 @@ _METRIC_BY_STATUS = {
     403: "access_denied",
     404: "not_found",
     408: "timeout",
+    413: "validation",
     429: "throttled",
     504: "timeout",
-    529: "model_not_ready",
 }
 
 # Anthropic error type -> status and metric label, for ``error`` events that
