@@ -1,0 +1,1 @@
+"""HTTP routes: the Anthropic API surface, health, metrics and administration."""

@@ -1,0 +1,225 @@
+"""``POST /v1/messages``: authenticate, translate, call Bedrock, stream back.
+
+The flow of one request:
+
+1. authenticate the key (in memory), parse the body, resolve the model and
+   translate the body for Bedrock; any failure here is a plain JSON error and
+   no upstream call is made;
+2. call Bedrock. A non-2xx answer becomes the matching Anthropic error as
+   plain JSON; a ValidationException that names a beta or a field we sent is
+   remembered, the offender removed, and the call retried once;
+3. on 2xx, streaming: send the SSE head, then every decoded frame as soon as it
+   lands, ``ping`` events while Bedrock is silent, and one ``error`` event if
+   the stream breaks. Non-streaming: the message as JSON.
+
+The response head goes out only after Bedrock answered 2xx, so that every
+setup error is still a plain error response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from ccag.anthropic.capabilities import parse_validation_rejection
+from ccag.anthropic.errors import UpstreamApiError, error_from_response
+from ccag.anthropic.stream import BedrockStreamTranslator, translate_message_body
+from ccag.anthropic.translate import BedrockRequest, translate_messages
+from ccag.api.outcome import CLIENT_CLOSED_STATUS, Outcome
+from ccag.api.responses import SSE_HEADERS, parse_json_body, send_error, send_json_bytes
+from ccag.bedrock.errors import UpstreamError
+from ccag.bedrock.upstream import Upstream, upstream_failure
+from ccag.errors import ApiError, ClientDisconnected
+from ccag.server.types import Request, Responder
+from ccag.services import Services
+
+logger = logging.getLogger("ccag.messages")
+
+PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+# A Bedrock error body is a short JSON document; anything longer is not one,
+# and reading it whole would let a broken upstream make us buffer without end.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+# Bedrock's non-streaming answer holds one whole message: its size is bounded
+# by the model's output limit, far below this.
+MAX_MESSAGE_BODY_BYTES = 64 * 1024 * 1024
+
+
+class MessagesRoute:
+    """The handler of ``POST /v1/messages``."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, request: Request, responder: Responder) -> None:
+        services = self.services
+        outcome = Outcome(request_id=request.request_id, started_at=request.started_at)
+        services.telemetry.request_started()
+        try:
+            await self._handle(request, responder, outcome)
+        except ApiError as error:
+            outcome.status = error.status
+            if outcome.error_type is None:
+                outcome.error_type = getattr(error, "metric_error_type", None)
+            await send_error(request, responder, error)
+        except ClientDisconnected:
+            outcome.status = CLIENT_CLOSED_STATUS
+        except trio.Cancelled:
+            # The shell cancels us when the client goes away (or at shutdown):
+            # the response is incomplete whatever status it started with.
+            outcome.status = CLIENT_CLOSED_STATUS
+            raise
+        finally:
+            services.finish(outcome)
+
+    async def _handle(self, request: Request, responder: Responder, outcome: Outcome) -> None:
+        services = self.services
+        principal = services.authenticate(request)
+        outcome.key_id = principal.key_id
+        outcome.key_name = principal.key_name
+        outcome.user = principal.user
+        outcome.team = principal.team
+
+        body = parse_json_body(request)
+        outcome.streaming = body.get("stream") is True
+        model = services.catalog.resolve(_model_name(body), services.geo_prefix)
+        outcome.model_label = model.canonical
+        outcome.requested_model = model.requested
+
+        upstream = services.upstream
+        outcome.endpoint_id = upstream.endpoint_id
+        outcome.bedrock_model_id = model.bedrock_id
+        beta_header = request.headers.get("anthropic-beta")
+        memory_key = upstream.capability_key(model.bedrock_id)
+        translated = translate_messages(
+            body, beta_header, model, services.verdicts(memory_key)
+        )
+
+        for attempt in range(2):
+            try:
+                await self._call_bedrock(
+                    request, responder, outcome, upstream, translated, model.requested
+                )
+                return
+            except UpstreamApiError as error:
+                rejection = None
+                if attempt == 0 and error.status == 400:
+                    rejection = parse_validation_rejection(error.message, translated)
+                if rejection is None:
+                    raise
+                services.remember_rejection(memory_key, rejection)
+                outcome.retried_without.append(f"{rejection.kind}:{rejection.name}")
+                logger.warning(
+                    "%s: Bedrock refused %s %r for %s; retrying without it",
+                    request.request_id, rejection.kind, rejection.name, model.bedrock_id,
+                )
+                translated = translate_messages(
+                    body, beta_header, model, services.verdicts(memory_key)
+                )
+
+    async def _call_bedrock(
+        self,
+        request: Request,
+        responder: Responder,
+        outcome: Outcome,
+        upstream: Upstream,
+        translated: BedrockRequest,
+        requested_model: str,
+    ) -> None:
+        services = self.services
+        try:
+            async with upstream.invoke(translated) as response:
+                if response.status != 200:
+                    raw = await response.read_all(MAX_ERROR_BODY_BYTES)
+                    error = error_from_response(response.status, response.headers, raw)
+                    outcome.error_type = error.metric_error_type
+                    services.count_upstream_error(outcome, error)
+                    raise error
+                outcome.error_type = None
+                if translated.stream:
+                    await self._relay_stream(responder, outcome, response, requested_model)
+                else:
+                    raw = await response.read_all(MAX_MESSAGE_BODY_BYTES)
+                    message = translate_message_body(raw, requested_model, outcome.observer)
+                    outcome.first_content_at = trio.current_time()
+                    await send_json_bytes(responder, 200, message)
+                    outcome.status = 200
+        except UpstreamError as exc:
+            error = upstream_failure(exc)
+            outcome.error_type = error.metric_error_type
+            services.count_upstream_error(outcome, error)
+            if responder.is_started:
+                await _end_stream_with(responder, outcome, error)
+            else:
+                raise error from None
+
+    async def _relay_stream(
+        self, responder: Responder, outcome: Outcome, response: Any, requested_model: str
+    ) -> None:
+        """Forward Bedrock's event stream as SSE, frame by frame, as it lands."""
+        config = self.services.config
+        translator = BedrockStreamTranslator(requested_model, outcome.observer)
+        await responder.start_response(200, list(SSE_HEADERS))
+        outcome.status = 200
+        silent_for = 0.0
+
+        while True:
+            with trio.move_on_after(config.ping_interval) as waiting:
+                data = await response.receive_some()
+            if waiting.cancelled_caught:
+                silent_for += config.ping_interval
+                if silent_for >= config.upstream_idle_timeout:
+                    error = ApiError(
+                        504,
+                        f"Bedrock sent nothing for {silent_for:.0f} seconds; the stream was ended",
+                        "timeout_error",
+                    )
+                    outcome.error_type = "timeout"
+                    self.services.count_upstream_error(outcome, error)
+                    await _end_stream_with(responder, outcome, error)
+                    return
+                await responder.send_data(PING_EVENT)
+                continue
+            silent_for = 0.0
+
+            if not data:
+                error = translator.close()
+                if error is not None:
+                    outcome.error_type = "stream_error"
+                    self.services.count_upstream_error(outcome, error)
+                    await _end_stream_with(responder, outcome, error)
+                else:
+                    await responder.end_response()
+                return
+
+            chunk = translator.feed(data)
+            if chunk.sse:
+                if outcome.first_content_at is None and outcome.observer.content_started:
+                    outcome.first_content_at = trio.current_time()
+                await responder.send_data(chunk.sse)
+            if chunk.error is not None:
+                outcome.status = chunk.error.status
+                outcome.error_type = getattr(chunk.error, "metric_error_type", "stream_error")
+                self.services.count_upstream_error(outcome, chunk.error)
+                await responder.end_response()
+                return
+            if chunk.finished:
+                await responder.end_response()
+                return
+
+
+async def _end_stream_with(responder: Responder, outcome: Outcome, error: ApiError) -> None:
+    """End a stream that already started with one SSE ``error`` event."""
+    outcome.status = error.status
+    await responder.send_data(error.sse_event())
+    await responder.end_response()
+
+
+def _model_name(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model: a model name is required", "invalid_request_error")
+    return model

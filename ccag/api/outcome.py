@@ -1,0 +1,40 @@
+"""What happened to one model request, recorded once when it ends.
+
+Every `/v1/messages` request, whatever its fate (rejected, failed, cancelled,
+streamed to the end), ends in exactly one :class:`Outcome`. Metrics, the
+access log and spend records are all derived from it at one point, so the
+counting rules hold for every path alike.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ccag.anthropic.observe import ResponseObserver
+
+# A client that went away before the response was complete, in the style of
+# nginx: there is no real HTTP status for it, and METRICS.md names 499.
+CLIENT_CLOSED_STATUS = 499
+
+
+@attrs.define
+class Outcome:
+    """The facts about one request that telemetry, logs and spend need."""
+
+    request_id: str
+    started_at: float
+    endpoint: str = "messages"
+    model_label: str = "other"
+    requested_model: str | None = None
+    bedrock_model_id: str | None = None
+    endpoint_id: str | None = None
+    streaming: bool = False
+    status: int = 0
+    first_content_at: float | None = None
+    key_id: str | None = None
+    key_name: str | None = None
+    user: str | None = None
+    team: str | None = None
+    error_type: str | None = None
+    observer: ResponseObserver = attrs.Factory(ResponseObserver)
+    retried_without: list[str] = attrs.Factory(list)

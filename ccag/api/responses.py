@@ -1,0 +1,63 @@
+"""Small helpers that answer a request with JSON or an Anthropic error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ccag.errors import ApiError
+from ccag.server.types import Request, Responder
+
+JSON_HEADERS = (("content-type", "application/json"),)
+SSE_HEADERS = (
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+)
+
+
+async def send_json_bytes(
+    responder: Responder,
+    status: int,
+    body: bytes,
+    extra_headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+) -> None:
+    headers = [*JSON_HEADERS, ("content-length", str(len(body))), *extra_headers]
+    await responder.start_response(status, headers)
+    await responder.send_data(body)
+    await responder.end_response()
+
+
+async def send_json(
+    responder: Responder,
+    status: int,
+    document: Any,
+    extra_headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+) -> None:
+    await send_json_bytes(responder, status, json.dumps(document).encode(), extra_headers)
+
+
+async def send_error(request: Request, responder: Responder, error: ApiError) -> None:
+    """Answer with ``error`` as plain JSON, if the response has not started."""
+    if responder.is_started:
+        return
+    await send_json_bytes(responder, error.status, error.body(request.request_id), error.headers)
+
+
+def parse_json_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong."""
+    content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip()
+    if content_type and content_type.lower() != "application/json":
+        raise ApiError(
+            400,
+            f"content-type must be application/json, not {content_type[:100]!r}",
+            "invalid_request_error",
+        )
+    if not request.body:
+        raise ApiError(400, "the request body is empty; a JSON object is required")
+    try:
+        document = json.loads(request.body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return document

@@ -1,0 +1,226 @@
+"""Wire the gateway together and run it in one nursery.
+
+``run_gateway`` builds every service from the configuration, starts the
+background loops (key cache refresh, the bundled simulator when there are no
+AWS credentials), then serves until ``shutdown`` is set, when the listener
+stops, in-flight requests get their grace period and the loops stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import functools
+import json
+from typing import Any, Mapping
+
+import attrs
+import trio
+
+from ccag.anthropic.capabilities import CapabilityMemory
+from ccag.anthropic.models import ModelCatalog
+from ccag.api.count_tokens import CountTokensRoute
+from ccag.api.health import ReadyRoute, health, root
+from ccag.api.messages import MessagesRoute
+from ccag.api.metrics import metrics_handler
+from ccag.api.model_list import ModelListRoute
+from ccag.api.router import Router
+from ccag.auth.keys import KeyCache, create_key
+from ccag.auth.login import login_handler
+from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
+from ccag.bedrock.client import BedrockClient
+from ccag.bedrock.credentials import CredentialSource, has_credentials
+from ccag.bedrock.endpoint import resolve_endpoint_url
+from ccag.bedrock.facts import default_geo_prefix, shipped_models
+from ccag.bedrock.upstream import Upstream
+from ccag.config import Config
+from ccag.errors import ConfigError
+from ccag.server import serve
+from ccag.services import Services
+from ccag.store import open_store
+from ccag.telemetry import Telemetry
+
+logger = logging.getLogger("ccag")
+
+DEFAULT_ENDPOINT_ID = "default"
+
+
+@attrs.define
+class Gateway:
+    """The running gateway, as tests and the command line see it."""
+
+    config: Config
+    port: int
+    services: Services
+    simulator: Any | None
+    store: Any
+    sessions: Any
+
+
+def simulator_wanted(config: Config, environ: Mapping[str, str]) -> bool:
+    """Whether to serve from the bundled simulator instead of AWS."""
+    if config.simulator == "on":
+        return True
+    if config.simulator == "off":
+        return False
+    return not has_credentials(config.aws_profile, environ=environ)
+
+
+async def run_gateway(
+    config: Config,
+    *,
+    environ: Mapping[str, str] | None = None,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ccag until ``shutdown`` is set (or the task is cancelled)."""
+    environ = os.environ if environ is None else environ
+    shutdown = shutdown or trio.Event()
+    use_simulator = simulator_wanted(config, environ)
+    region = config.resolved_region
+
+    async with trio.open_nursery() as nursery:
+        simulator = None
+        if use_simulator:
+            from ccag.simulator import run_simulator
+
+            logger.warning(
+                "ccag is serving from the bundled Bedrock SIMULATOR, not AWS "
+                "(%s); no call leaves this machine",
+                "--simulator on" if config.simulator == "on" else "no AWS credentials found",
+            )
+            simulator = await nursery.start(run_simulator)
+            endpoint_url = simulator.url
+            region = simulator.region
+            credentials = CredentialSource.static(simulator.access_key, simulator.secret_key)
+            logger.info("simulator listening at %s", endpoint_url)
+        else:
+            endpoint_url = resolve_endpoint_url(config.endpoint_url, region, environ)
+            credentials = CredentialSource.from_chain(profile=config.aws_profile)
+            logger.info("ccag is serving from Amazon Bedrock at %s", endpoint_url)
+
+        store = await open_store(config.resolved_store)
+        keys = KeyCache(store)
+        await keys.refresh()
+        sessions = SessionManager(store, config, keys)
+        await ensure_bootstrap_admin(store, config, simulator_mode=use_simulator)
+        if use_simulator:
+            await _announce_demo_key(store, keys)
+        nursery.start_soon(keys.run_refresh_loop, config.key_refresh)
+
+        geo_prefix = config.geo_prefix or default_geo_prefix(region)
+        catalog = ModelCatalog(shipped_models(), load_json_file(config.models_file))
+        client = BedrockClient(
+            endpoint_url,
+            region,
+            credentials,
+            connect_timeout=config.connect_timeout,
+            pool_size=config.pool_size,
+            bearer_token=environ.get("AWS_BEARER_TOKEN_BEDROCK"),
+        )
+        upstream = Upstream(
+            endpoint_id=DEFAULT_ENDPOINT_ID,
+            region=region,
+            geo_prefix=geo_prefix,
+            client=client,
+            first_byte_timeout=config.first_byte_timeout,
+        )
+        telemetry = Telemetry(
+            environ,
+            canonical_models=catalog.canonical_names(),
+            endpoint_ids=[DEFAULT_ENDPOINT_ID],
+        )
+        nursery.start_soon(telemetry.run_otlp_export)
+        services = Services(
+            config=config,
+            catalog=catalog,
+            capabilities=CapabilityMemory(config.capability_memory),
+            upstream=upstream,
+            keys=keys,
+            telemetry=telemetry,
+            geo_prefix=geo_prefix,
+        )
+
+        router = _build_router(services, sessions, store, credentials)
+        try:
+            async with trio.open_nursery() as front:
+                port = await front.start(functools.partial(serve, router, config, shutdown=shutdown))
+                logger.info("ccag listening on http://%s:%d", config.host, port)
+                task_status.started(Gateway(config, port, services, simulator, store, sessions))
+            # serve returned: the listener is closed and in-flight requests
+            # finished or ran out of grace. Only the background loops remain.
+        finally:
+            nursery.cancel_scope.cancel()
+            await _close(telemetry, store, client)
+
+
+def _build_router(services: Services, sessions: Any, store: Any, credentials: Any) -> Router:
+    router = Router()
+    router.add("POST", "/v1/messages", MessagesRoute(services))
+    router.add("POST", "/v1/messages/count_tokens", CountTokensRoute(services))
+    router.add("GET", "/v1/models", ModelListRoute(services))
+    router.add("GET", "/", root)
+    router.add("GET", "/health", health)
+
+    async def readiness() -> dict[str, str]:
+        results = {}
+        try:
+            await credentials.get()
+            results["credentials"] = "ok"
+        except Exception as exc:  # any failure means "not ready", said in words
+            results["credentials"] = f"unavailable: {type(exc).__name__}"
+        try:
+            await store.ping()
+            results["store"] = "ok"
+        except Exception as exc:
+            results["store"] = f"unavailable: {type(exc).__name__}"
+        return results
+
+    router.add("GET", "/ready", ReadyRoute(readiness))
+
+    async def metrics(request: Any, responder: Any) -> None:
+        await metrics_handler(
+            request, responder,
+            telemetry=services.telemetry,
+            authorize_admin=sessions.authorize_admin,
+        )
+
+    router.add("GET", "/metrics", metrics)
+
+    async def login(request: Any, responder: Any) -> None:
+        await login_handler(request, responder, sessions)
+
+    router.add("POST", "/auth/login", login)
+    return router
+
+
+async def _announce_demo_key(store: Any, keys: KeyCache) -> None:
+    """In simulator mode, make sure there is a key to try the gateway with."""
+    if keys.count() > 0:
+        return
+    key = await create_key(store, "simulator-demo", user="demo")
+    await keys.refresh()
+    logger.warning("simulator mode: created the API key %s (name simulator-demo)", key)
+
+
+async def _close(telemetry: Any, store: Any, client: Any) -> None:
+    with trio.CancelScope(shield=True):
+        await client.aclose()
+        await store.aclose()
+        await telemetry.aclose()
+
+
+def load_json_file(path: str | None) -> dict[str, Any] | None:
+    """An operator's JSON extension file, or None when not configured."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = json.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return document
