@@ -166,6 +166,10 @@ class Http1Connection:
         if not isinstance(event, h11.Request):  # pragma: no cover - h11 guarantees it
             raise InternalError(f"unexpected h11 event {event!r}")
 
+        if event.http_version not in (b"1.1", b"1.0"):
+            # h11 parses any HTTP/x.y; a mangled HTTP/2 preface lands here too.
+            raise _ReadFailed(ApiError(505, "Only HTTP/1.0, HTTP/1.1 and HTTP/2 are served.", "invalid_request_error"))
+
         head_size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
         if head_size > self._max_header_bytes:
             raise _ReadFailed(

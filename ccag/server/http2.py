@@ -44,6 +44,8 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 _HTTP_VERSION = "2"
 
+_SETTINGS_FRAME_TYPE = 0x4
+
 # Per-stream receive window we advertise: a 76 KB Claude Code body fits in one
 # window, so an upload needs no round trip for WINDOW_UPDATE. Memory stays
 # bounded by the body limit, which applies whatever the window.
@@ -126,6 +128,8 @@ class Http2Connection:
         self._goaway_sent = False
         # Streams above this id arrived after our GOAWAY and are refused.
         self._last_accepted_stream_id = 2**31 - 1
+        # Bytes held until the frame after the preface shows its type.
+        self._preface_head: bytes | None = b""
 
     # Connection lifecycle
 
@@ -193,6 +197,13 @@ class Http2Connection:
                 continue
 
             data = reader.take()
+            if self._preface_head is not None:
+                data = self._check_preface(data)
+                if data is None:
+                    await self._close_with(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                    return
+                if not data:
+                    continue
             try:
                 events = self._h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -208,6 +219,23 @@ class Http2Connection:
             for event in events:
                 self._dispatch(event)
             await self.flush()
+
+    def _check_preface(self, data: bytes) -> bytes | None:
+        """Hold bytes until the first frame's type is known; None if not SETTINGS.
+
+        RFC 9113 3.4: the preface is the magic string followed by a SETTINGS
+        frame; anything else is a connection error h2 does not check for.
+        """
+        head = self._preface_head + data  # type: ignore[operator]
+        type_offset = len(H2_PREFACE) + 3
+        if len(head) <= type_offset:
+            self._preface_head = head
+            return b""
+        self._preface_head = None
+        if head[type_offset] != _SETTINGS_FRAME_TYPE:
+            logger.debug("h2 client preface not followed by SETTINGS")
+            return None
+        return head
 
     def _dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
