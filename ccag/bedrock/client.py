@@ -32,7 +32,7 @@ from ccag.bedrock.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from ccag.bedrock.pool import RECEIVE_CHUNK_SIZE, Connection, ConnectionPool
+from ccag.bedrock.pool import MAX_IDLE_SECONDS, RECEIVE_CHUNK_SIZE, Connection, ConnectionPool
 from ccag.bedrock.signing import bearer_auth, sign_request
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -198,6 +198,7 @@ class BedrockClient:
         bearer_token: a Bedrock API key; when set, requests carry
             ``Authorization: Bearer`` instead of a SigV4 signature.
         ssl_context: TLS settings; the system trust store if None.
+        max_idle_seconds: idle connections older than this are not reused.
     """
 
     def __init__(
@@ -211,6 +212,7 @@ class BedrockClient:
         pool_size: int = DEFAULT_POOL_SIZE,
         bearer_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_idle_seconds: float = MAX_IDLE_SECONDS,
     ) -> None:
         if credentials is None and bearer_token is None:
             raise CredentialsError("BedrockClient needs credentials or a bearer token")
@@ -224,6 +226,7 @@ class BedrockClient:
             connect_timeout=connect_timeout,
             pool_size=pool_size,
             ssl_context=ssl_context,
+            max_idle_seconds=max_idle_seconds,
         )
 
     @property
