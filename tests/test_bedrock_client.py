@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import h11
 import pytest
 import trio
 import trustme
+from upstream_fakes import (
+    FakeUpstream,
+    RecordedRequest,
+    ServerConnection,
+    expected_signature,
+    open_fake_upstream,
+    parse_authorization,
+)
 
 from ccag.bedrock.client import BedrockClient
 from ccag.bedrock.credentials import CredentialSource
@@ -21,14 +29,6 @@ from ccag.bedrock.errors import (
     UpstreamTimeout,
 )
 from ccag.bedrock.signing import AwsCredentials, model_path
-from upstream_fakes import (
-    FakeUpstream,
-    RecordedRequest,
-    ServerConnection,
-    expected_signature,
-    open_fake_upstream,
-    parse_authorization,
-)
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"

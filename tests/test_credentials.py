@@ -26,7 +26,7 @@ from ccag.bedrock.credentials import (
 from ccag.bedrock.errors import CredentialsError
 from ccag.bedrock.signing import AwsCredentials
 
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 TIMEOUT = 10
 
 

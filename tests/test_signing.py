@@ -21,7 +21,7 @@ from ccag.bedrock.signing import (
 
 # The credentials and time of the AWS SigV4 test suite (aws-sig-v4-test-suite).
 SUITE_CREDENTIALS = AwsCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
-SUITE_TIME = datetime.datetime(2015, 8, 30, 12, 36, 0, tzinfo=datetime.timezone.utc)
+SUITE_TIME = datetime.datetime(2015, 8, 30, 12, 36, 0, tzinfo=datetime.UTC)
 BEDROCK_URL = "https://bedrock-runtime.us-east-1.amazonaws.com"
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 
@@ -50,7 +50,7 @@ def botocore_headers(
         service,
         region,
     )
-    naive = now.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    naive = now.astimezone(datetime.UTC).replace(tzinfo=None)
     with mock.patch("botocore.auth.get_current_datetime", return_value=naive):
         signer.add_auth(request)
     return list(request.headers.items())
@@ -103,7 +103,7 @@ def test_sign_request_matches_botocore_for_a_bedrock_invoke() -> None:
     url = BEDROCK_URL + model_path(MODEL, "invoke")
     headers = {"content-type": "application/json", "accept": "application/json"}
     body = b'{"anthropic_version":"bedrock-2023-05-31","max_tokens":10,"messages":[]}'
-    now = datetime.datetime(2026, 12, 4, 15, 1, 2, tzinfo=datetime.timezone.utc)
+    now = datetime.datetime(2026, 12, 4, 15, 1, 2, tzinfo=datetime.UTC)
 
     ours = sign_request("POST", url, headers, body, SUITE_CREDENTIALS, "us-east-1", "bedrock", now)
     theirs = botocore_headers("POST", url, headers, body, SUITE_CREDENTIALS, "us-east-1", "bedrock", now)
@@ -180,7 +180,7 @@ def test_sign_request_agrees_with_botocore_on_any_request(
     seconds: int,
 ) -> None:
     credentials = AwsCredentials("AKIDEXAMPLE", "secret/with+chars", token)
-    now = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    now = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     url = BEDROCK_URL + model_path(model_id, action)
 
     ours = sign_request("POST", url, headers, body, credentials, region, "bedrock", now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import h11

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime
 import ssl
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Mapping
 
 import h11
 import trio
@@ -32,7 +32,12 @@ from ccag.bedrock.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from ccag.bedrock.pool import MAX_IDLE_SECONDS, RECEIVE_CHUNK_SIZE, Connection, ConnectionPool
+from ccag.bedrock.pool import (
+    MAX_IDLE_SECONDS,
+    RECEIVE_CHUNK_SIZE,
+    Connection,
+    ConnectionPool,
+)
 from ccag.bedrock.signing import bearer_auth, sign_request
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -63,7 +68,7 @@ class UpstreamResponse:
         headers: (lower-case name, value) pairs in arrival order.
     """
 
-    __slots__ = ("status", "headers", "_connection", "_idle_timeout", "_complete", "_is_framed")
+    __slots__ = ("_complete", "_connection", "_idle_timeout", "_is_framed", "headers", "status")
 
     def __init__(
         self,
@@ -165,7 +170,7 @@ class UpstreamResponse:
             # Cut short by the peer, not malformed: only a body that runs to
             # the close may end at EOF (h11 turns that EOF into its end).
             raise UpstreamClosed("the connection to Bedrock closed mid-body")
-        connection.h11.receive_data(data)
+        connection.h11.receive_data(bytes(data))
 
 
 async def _receive_head_bytes(connection: Connection, may_be_stale: bool) -> bytes:
@@ -180,7 +185,8 @@ async def _receive_head_bytes(connection: Connection, may_be_stale: bool) -> byt
         if may_be_stale:
             raise _StaleConnection()
         raise UpstreamClosed("Bedrock closed the connection without answering")
-    return data
+    # bytes() of a bytes object is that object: no copy on the usual path.
+    return bytes(data)
 
 
 class BedrockClient:
@@ -357,7 +363,7 @@ class BedrockClient:
         else:
             assert self._credentials is not None
             credentials = await self._credentials.get()
-            now = datetime.datetime.now(datetime.timezone.utc)
+            now = datetime.datetime.now(datetime.UTC)
             url = self.endpoint.url + target
             signed = sign_request(
                 "POST", url, to_sign, body, credentials, self.region, self._service, now

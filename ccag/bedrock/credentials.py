@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import botocore.credentials
 import botocore.session
@@ -56,7 +56,7 @@ Loaded = tuple[AwsCredentials, "datetime.datetime | None"]
 
 
 def _utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 class CredentialSource:
@@ -179,7 +179,7 @@ def _freeze(credentials: botocore.credentials.Credentials) -> Loaded:
     frozen = credentials.get_frozen_credentials()
     expiry = getattr(credentials, "_expiry_time", None)
     if expiry is not None and expiry.tzinfo is None:
-        expiry = expiry.replace(tzinfo=datetime.timezone.utc)
+        expiry = expiry.replace(tzinfo=datetime.UTC)
     return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token), expiry
 
 

@@ -5,7 +5,7 @@ Pure: the environment is handed in, never read here.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import attrs

@@ -54,7 +54,7 @@ class Connection:
         idle_since: ``trio.current_time()`` when it last went back to the pool.
     """
 
-    __slots__ = ("stream", "h11", "requests_sent", "idle_since", "_socket")
+    __slots__ = ("_socket", "h11", "idle_since", "requests_sent", "stream")
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream

@@ -22,8 +22,8 @@ from __future__ import annotations
 import datetime
 import functools
 import hmac
+from collections.abc import Iterable, Mapping
 from hashlib import sha256
-from typing import Iterable, Mapping
 from urllib.parse import quote
 
 import attrs
@@ -110,7 +110,7 @@ def sign_request(
         request.headers[name] = value
 
     if now.tzinfo is not None:
-        now = now.astimezone(datetime.timezone.utc)
+        now = now.astimezone(datetime.UTC)
     signer = _ClockedSigV4Auth(credentials, service, region, now, body)
     signer.add_auth(request)
     return list(request.headers.items())
@@ -139,7 +139,7 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
-class _ClockedSigV4Auth(SigV4Auth):
+class _ClockedSigV4Auth(SigV4Auth):  # type: ignore[misc]  # botocore is untyped
     """botocore's SigV4 signer with an injected clock and a cached signing key.
 
     ``add_auth`` runs botocore's own steps in botocore's order; only where the
