@@ -344,3 +344,14 @@ async def test_tls_alpn_negotiates_h2_and_http11() -> None:
                         assert data
                         received += data
                     assert received.startswith(b"HTTP/1.1 200")
+
+
+async def test_http2_idle_connection_gets_goaway_after_the_keepalive_timeout() -> None:
+    with trio.fail_after(10):
+        async with running(echo, make_config(keepalive_timeout=0.2)) as port, h2_client(port) as client:
+            state = await client.response(await client.request())
+            assert state.headers[b":status"] == b"200"
+            while not client.closed:
+                await client.changed.wait()
+            assert client.goaway is not None
+            assert client.goaway.error_code == h2.errors.ErrorCodes.NO_ERROR

@@ -367,7 +367,8 @@ class Http2Connection:
             logger.exception("request %s: stream failed", stream.request_id)
         finally:
             self._streams.pop(stream.stream_id, None)
-            if self.is_draining and not self._streams:
+            if not self._streams:
+                # The receive loop now owes an idle timeout, or the drain is done.
                 self._wake_receive_loop()
 
     async def _serve_stream(self, stream: _Stream) -> None:
