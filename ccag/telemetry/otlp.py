@@ -210,7 +210,9 @@ class OtlpPusher:
         data = metrics_data(snapshot, self.resource, self.start_ns, time.time_ns())
         try:
             result = self._exporter.export(data)
-            error = None if result is MetricExportResult.SUCCESS else "the collector refused or could not be reached"
+            error = None
+            if result is not MetricExportResult.SUCCESS:
+                error = "the collector refused it or could not be reached"
         except Exception as exc:  # the exporter is foreign code; no failure may escape
             error = f"{type(exc).__name__}: {exc}"
 
