@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from ccag.auth.cli import register
-from ccag.auth.keys import KeyCache
 from ccag.auth.errors import AuthError
+from ccag.auth.keys import KeyCache
 from ccag.server.types import Headers
 from ccag.store import open_store_sync
 
@@ -68,7 +68,9 @@ async def test_created_key_authenticates(
     )
 
 
-def test_list_shows_table_without_keys(capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+def test_list_shows_table_without_keys(
+    capsys: pytest.CaptureFixture[str], store_path: str
+) -> None:
     _, first, _ = keys_cli(capsys, "create", "alice", "--expires-in", "7")
     _, second, _ = keys_cli(capsys, "create", "build", "--user", "bob", "--team", "ci")
 
@@ -76,7 +78,9 @@ def test_list_shows_table_without_keys(capsys: pytest.CaptureFixture[str], store
 
     lines = out.strip().splitlines()
     assert status == 0
-    assert lines[0].split() == ["NAME", "ID", "PREFIX", "OWNER", "ROLE", "CREATED", "EXPIRES", "STATUS"]
+    assert lines[0].split() == [
+        "NAME", "ID", "PREFIX", "OWNER", "ROLE", "CREATED", "EXPIRES", "STATUS",
+    ]
     assert lines[1].startswith("alice ") and lines[1].endswith("active")
     assert first.strip()[:12] in lines[1] and "never" not in lines[1]
     assert "bob (team ci)" in lines[2] and "never" in lines[2]
@@ -109,7 +113,9 @@ def test_revoke_by_name_then_by_id(capsys: pytest.CaptureFixture[str], store_pat
     assert [row["status"] for row in rows] == ["revoked", "revoked"]
 
 
-def test_create_duplicate_live_name_fails(capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+def test_create_duplicate_live_name_fails(
+    capsys: pytest.CaptureFixture[str], store_path: str
+) -> None:
     keys_cli(capsys, "create", "alice")
 
     status, out, err = keys_cli(capsys, "create", "alice")
@@ -117,7 +123,9 @@ def test_create_duplicate_live_name_fails(capsys: pytest.CaptureFixture[str], st
     assert status == 1 and out == "" and "exists" in err
 
 
-def test_create_rejects_non_positive_expiry(capsys: pytest.CaptureFixture[str], store_path: str) -> None:
+def test_create_rejects_non_positive_expiry(
+    capsys: pytest.CaptureFixture[str], store_path: str
+) -> None:
     status, out, err = keys_cli(capsys, "create", "alice", "--expires-in", "0")
     assert status == 2 and out == "" and "--expires-in" in err
 

@@ -27,11 +27,11 @@ from ccag.store import (
     Store,
     StoreConflict,
     StoreError,
+    identity,
     open_store,
     open_store_sync,
     parse_store_url,
 )
-from ccag.store import identity
 from ccag.store.migrations import MIGRATIONS, Migration, migrate, schema_version
 from ccag.store.postgres import to_pyformat
 

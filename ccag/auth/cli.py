@@ -179,7 +179,8 @@ def list_command(args: argparse.Namespace) -> int:
     table += [[str(row[field]) for _, field in _COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
     for line in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ import logging
 import math
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import attrs
 import trio
@@ -42,10 +42,11 @@ from ccag.auth.keys import (
 from ccag.auth.passwords import dummy_hash, generate_password, hash_password, verify_password
 from ccag.errors import ApiError
 from ccag.server.types import Headers
-from ccag.store import Store, StoreError
-from ccag.store import identity
+from ccag.store import Connection, Store, StoreError, identity
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SESSION_PREFIX = "ccag-session-"
 SESSION_RANDOM_BYTES = 32
@@ -227,7 +228,7 @@ class SessionManager:
         expires_at = now + self._session_ttl
         token_hash = _token_hash(token)
 
-        def record_session(connection: Any) -> None:
+        def record_session(connection: Connection) -> None:
             identity.delete_expired_sessions(connection, now)
             identity.insert_session(connection, token_hash, user.id, now, expires_at)
 
@@ -324,13 +325,13 @@ class SessionManager:
             self._sessions.clear()
         self._sessions[token_hash] = _CachedSession(record, now)
 
-    async def _read(self, work: Any) -> Any:
+    async def _read(self, work: Callable[[Connection], T]) -> T:
         try:
             return await self._store.run(work, readonly=True)
         except StoreError as exc:
             raise _store_unavailable(exc) from exc
 
-    async def _write(self, work: Any) -> Any:
+    async def _write(self, work: Callable[[Connection], T]) -> T:
         try:
             return await self._store.run(work)
         except StoreError as exc:
