@@ -71,12 +71,23 @@ async def run_gateway(
     *,
     environ: Mapping[str, str] | None = None,
     shutdown: trio.Event | None = None,
+    credentials: CredentialSource | None = None,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ccag until ``shutdown`` is set (or the task is cancelled)."""
+    """Run ccag until ``shutdown`` is set (or the task is cancelled).
+
+    Args:
+        config: the validated configuration.
+        environ: the environment (``OTEL_*``, ``AWS_*``); default ``os.environ``.
+        shutdown: set it to stop gracefully.
+        credentials: AWS credentials to use instead of botocore's chain (tests
+            pointing the gateway at a simulator of their own use this).
+        task_status: receives the running :class:`Gateway`.
+    """
     environ = os.environ if environ is None else environ
-    shutdown = shutdown or trio.Event()
-    use_simulator = simulator_wanted(config, environ)
+    if shutdown is None:
+        shutdown = trio.Event()
+    use_simulator = credentials is None and simulator_wanted(config, environ)
     region = config.resolved_region
 
     async with trio.open_nursery() as nursery:
@@ -96,7 +107,8 @@ async def run_gateway(
             logger.info("simulator listening at %s", endpoint_url)
         else:
             endpoint_url = resolve_endpoint_url(config.endpoint_url, region, environ)
-            credentials = CredentialSource.from_chain(profile=config.aws_profile)
+            if credentials is None:
+                credentials = CredentialSource.from_chain(profile=config.aws_profile)
             logger.info("ccag is serving from Amazon Bedrock at %s", endpoint_url)
 
         store = await open_store(config.resolved_store)
