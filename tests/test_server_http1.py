@@ -410,3 +410,20 @@ async def test_http1_graceful_shutdown_lets_a_running_stream_finish() -> None:
             assert await busy.read_until_closed() == b""
             await close_clients()
         # serve returned by itself: the nursery closed without a cancel.
+
+
+async def test_http1_shutdown_does_not_wait_for_a_silent_new_connection() -> None:
+    shutdown = trio.Event()
+
+    async def serve_until_shutdown(task_status: trio.TaskStatus[int]) -> None:
+        await serve(echo, make_config(shutdown_grace=30.0), shutdown=shutdown, task_status=task_status)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_until_shutdown)
+            silent = await Client.open(port)
+            await trio.sleep(0.05)
+            shutdown.set()
+            assert await silent.read_until_closed() == b""
+            await close_clients()
+        # serve returned well before the 30 s grace.

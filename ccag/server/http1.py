@@ -17,6 +17,7 @@ from http import HTTPStatus
 import h11
 import trio
 
+from ccag.config import Config
 from ccag.errors import ApiError, ClientDisconnected, InternalError
 from ccag.server.common import (
     ConnectionReader,
@@ -54,13 +55,13 @@ class Http1Connection:
         initial: bytes already read from the stream (protocol sniffing).
     """
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: object, initial: bytes = b"") -> None:
+    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: Config, initial: bytes = b"") -> None:
         self._stream = stream
         self._handler = handler
-        self._max_header_bytes: int = config.max_header_bytes  # type: ignore[attr-defined]
-        self._max_body_bytes: int = config.max_body_bytes  # type: ignore[attr-defined]
-        self._request_timeout: float = config.request_timeout  # type: ignore[attr-defined]
-        self._keepalive_timeout: float = config.keepalive_timeout  # type: ignore[attr-defined]
+        self._max_header_bytes: int = config.max_header_bytes
+        self._max_body_bytes: int = config.max_body_bytes
+        self._request_timeout: float = config.request_timeout
+        self._keepalive_timeout: float = config.keepalive_timeout
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_bytes)
         self._reader = ConnectionReader(stream, self._on_peer_closed)
         self._reader.prepend(initial)
@@ -303,7 +304,7 @@ class Http1Connection:
 class Http1Responder(Responder):
     """The :class:`~ccag.server.types.Responder` of one HTTP/1.1 exchange."""
 
-    __slots__ = ("_connection", "_conn", "_request_id", "_is_head", "_started", "_ended")
+    __slots__ = ("_connection", "_conn", "_request_id", "_is_head", "_started", "_ended", "_head")
 
     def __init__(self, connection: Http1Connection, request_id: str, is_head: bool) -> None:
         self._connection = connection
@@ -312,21 +313,25 @@ class Http1Responder(Responder):
         self._is_head = is_head
         self._started = False
         self._ended = False
+        self._head = b""
 
     @property
     def is_started(self) -> bool:
         return self._started
 
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Queue the head; it is written with the first body bytes or the end."""
         if self._started:
             raise InternalError("start_response called twice")
         raw = [(b"request-id", self._request_id.encode())]
         raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
         if self._connection.is_draining:
             raw.append((b"connection", b"close"))
-        data = self._conn.send(h11.Response(status_code=status, headers=raw, reason=_REASONS.get(status, b"")))
+        head = self._conn.send(h11.Response(status_code=status, headers=raw, reason=_REASONS.get(status, b"")))
         self._started = True
-        await self._connection._write(data)
+        # The head waits for the first body bytes so both go out in one write.
+        self._head = head or b""
+        await trio.lowlevel.checkpoint()
 
     async def send_data(self, data: bytes) -> None:
         if not self._started or self._ended:
@@ -336,7 +341,10 @@ class Http1Responder(Responder):
             if self._connection._reader.is_closed:
                 raise ClientDisconnected("the client closed the connection")
             return
-        await self._connection._write(self._conn.send(h11.Data(data=data)))
+        framed = self._conn.send(h11.Data(data=data)) or b""
+        if self._head:
+            framed, self._head = self._head + framed, b""
+        await self._connection._write(framed)
 
     async def end_response(self) -> None:
         if self._ended:
@@ -344,7 +352,10 @@ class Http1Responder(Responder):
         if not self._started:
             raise InternalError("end_response before start_response")
         self._ended = True
-        await self._connection._write(self._conn.send(h11.EndOfMessage()))
+        ending = self._conn.send(h11.EndOfMessage()) or b""
+        if self._head:
+            ending, self._head = self._head + ending, b""
+        await self._connection._write(ending)
 
 
 def _body_too_large(limit: int) -> ApiError:

@@ -17,8 +17,6 @@ bounded by the body limit.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 import h2.config
 import h2.connection
 import h2.errors
@@ -28,6 +26,7 @@ import h2.settings
 import trio
 from hyperframe.frame import GoAwayFrame
 
+from ccag.config import Config
 from ccag.errors import ApiError, ClientDisconnected, InternalError
 from ccag.server.common import (
     ConnectionReader,
@@ -95,7 +94,7 @@ class Http2Connection:
         initial: bytes already read from the stream (the sniffed preface).
     """
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: Any, initial: bytes = b"") -> None:
+    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: Config, initial: bytes = b"") -> None:
         self._stream = stream
         self._handler = handler
         self._max_body_bytes: int = config.max_body_bytes
@@ -527,7 +526,10 @@ class Http2Responder(Responder):
             raise ClientDisconnected("the client reset the stream") from exc
         if self._is_head:
             self._ended = True
-        await self._connection.flush()
+            await self._connection.flush()
+        else:
+            # HEADERS wait in h2's buffer for the first DATA: one write for both.
+            await trio.lowlevel.checkpoint()
 
     async def send_data(self, data: bytes) -> None:
         if not self._started:

@@ -47,6 +47,7 @@ class _Server:
         self.config = config
         self.ssl_context = ssl_context
         self.connections: set[_Drainable] = set()
+        self.opening: set[trio.CancelScope] = set()
         self.open_tasks = 0
         self.is_draining = False
         self.all_closed = trio.Event()
@@ -66,6 +67,8 @@ class _Server:
 
     def drain(self) -> None:
         self.is_draining = True
+        for scope in self.opening:
+            scope.cancel()
         for connection in list(self.connections):
             connection.start_draining()
         if self.open_tasks == 0:
@@ -75,7 +78,13 @@ class _Server:
         connection: _Drainable | None = None
         stream_to_close: trio.abc.Stream = stream
         try:
-            connection = await self._open_connection(stream)
+            # A client that connects and stays silent must not hold up a drain.
+            with trio.CancelScope() as opening:
+                self.opening.add(opening)
+                if self.is_draining:
+                    opening.cancel()
+                connection = await self._open_connection(stream)
+            self.opening.discard(opening)
             if connection is None:
                 return
             self.connections.add(connection)
