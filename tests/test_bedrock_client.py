@@ -11,14 +11,6 @@ import h11
 import pytest
 import trio
 import trustme
-from upstream_fakes import (
-    FakeUpstream,
-    RecordedRequest,
-    ServerConnection,
-    expected_signature,
-    open_fake_upstream,
-    parse_authorization,
-)
 
 from ccag.bedrock.client import BedrockClient
 from ccag.bedrock.credentials import CredentialSource
@@ -29,6 +21,15 @@ from ccag.bedrock.errors import (
     UpstreamTimeout,
 )
 from ccag.bedrock.signing import AwsCredentials, model_path
+from ccag.errors import InternalError
+from tests.upstream_fakes import (
+    FakeUpstream,
+    RecordedRequest,
+    ServerConnection,
+    expected_signature,
+    open_fake_upstream,
+    parse_authorization,
+)
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -439,3 +440,36 @@ async def test_client_refuses_an_untrusted_certificate() -> None:
             nursery.cancel_scope.cancel()
 
     assert "certificate" in str(caught.value).lower()
+
+
+@pytest.mark.parametrize("value", ["a\r\nx-injected: 1", "a\rb", "a\nb", "caf\u00e9"])
+async def test_client_refuses_to_send_a_header_that_would_break_the_head(value: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = await open_fake_upstream(nursery)
+            async with client_for(fake) as client:
+                with pytest.raises(InternalError):
+                    async with client.post("/m", b"{}", headers={"x-test": value}):
+                        pass
+                assert await post_and_read(client, "/m") == (200, b'{"ok":true}')
+            nursery.cancel_scope.cancel()
+
+    assert len(fake.requests) == 1
+
+
+async def test_client_pools_a_connection_whose_empty_body_was_not_read() -> None:
+    async def script(request: RecordedRequest, connection: ServerConnection) -> bool:
+        await connection.respond(204 if request.target == "/empty" else 200, b"")
+        return True
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = await open_fake_upstream(nursery, script)
+            async with client_for(fake) as client:
+                for target in ("/empty", "/zero-length"):
+                    async with client.post(target, b"{}") as response:
+                        assert response.status in (200, 204)
+                    assert client.pool.idle_count == 1
+            nursery.cancel_scope.cancel()
+
+    assert [request.connection_id for request in fake.requests] == [1, 1]

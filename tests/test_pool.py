@@ -8,13 +8,13 @@ import ssl
 import pytest
 import trio
 import trustme
-from upstream_fakes import RecordedRequest, ServerConnection, open_fake_upstream
 
 from ccag.bedrock.client import BedrockClient
 from ccag.bedrock.credentials import CredentialSource
 from ccag.bedrock.endpoint import parse_endpoint
 from ccag.bedrock.errors import UpstreamTimeout
 from ccag.bedrock.pool import ConnectionPool
+from tests.upstream_fakes import RecordedRequest, ServerConnection, open_fake_upstream
 
 TIMEOUT = 10
 

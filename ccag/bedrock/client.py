@@ -16,6 +16,7 @@ could never carry another request anyway.
 from __future__ import annotations
 
 import datetime
+import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -39,6 +40,7 @@ from ccag.bedrock.pool import (
     ConnectionPool,
 )
 from ccag.bedrock.signing import bearer_auth, sign_request
+from ccag.errors import InternalError
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_FIRST_BYTE_TIMEOUT = 300.0
@@ -54,6 +56,8 @@ STALE_CONNECTION_RETRIES = 1
 COALESCE_BODY_BYTES = 256 * 1024
 
 USER_AGENT = f"ccag/{__version__}"
+
+logger = logging.getLogger(__name__)
 
 
 class _StaleConnection(Exception):
@@ -132,6 +136,27 @@ class UpstreamResponse:
                 return b"".join(pieces)
             else:
                 raise UpstreamProtocolError(f"unexpected {type(event).__name__} in a body")
+
+    def is_complete_without_io(self) -> bool:
+        """Whether the rest of the body is already buffered (e.g. a 0-length body).
+
+        A caller that stops reading a body that has in fact fully arrived
+        leaves a connection that can still be reused; this finds that out
+        without reading from the socket.
+        """
+        if self._complete:
+            return True
+        h11_connection = self._connection.h11
+        try:
+            while True:
+                event = h11_connection.next_event()
+                if type(event) is h11.EndOfMessage:
+                    self._complete = True
+                    return True
+                if type(event) is not h11.Data:
+                    return False
+        except h11.RemoteProtocolError:
+            return False
 
     async def read_all(self, limit: int) -> bytes:
         """The rest of the body, at most ``limit`` bytes.
@@ -276,6 +301,7 @@ class BedrockClient:
                 await self._pool.discard(connection)
                 if attempts_left == 0:
                     raise UpstreamClosed("Bedrock closed the connection without answering")
+                logger.debug("%s: pooled connection was closed by the server; retrying", target)
                 attempts_left -= 1
                 fresh = True
                 continue
@@ -289,7 +315,7 @@ class BedrockClient:
         except BaseException:
             await self._pool.discard(connection)
             raise
-        if response.is_complete:
+        if response.is_complete_without_io():
             await self._pool.release(connection)
         else:
             await self._pool.discard(connection)
@@ -370,15 +396,46 @@ class BedrockClient:
             )
 
         # Sent but not signed, as boto3 does: the length is the HTTP layer's.
-        signed.append(("content-length", str(len(body))))
+        content_length = str(len(body))
+        signed.append(("content-length", content_length))
         signed.append(("user-agent", USER_AGENT))
-        head = connection.h11.send(h11.Request(method="POST", target=target, headers=signed))
-        assert head is not None
-        # Through h11 for its bookkeeping only; the body bytes are sent as they
-        # are (with Content-Length, h11 would hand back the same object).
+        head = _serialize_head(target, signed)
+
+        # h11 needs to see the request to frame the response; it is shown only
+        # what decides that (method, framing), which spares it validating
+        # every signed header again. The bytes sent are ours.
+        connection.h11.send(
+            h11.Request(
+                method="POST",
+                target=target,
+                headers=[("host", self.endpoint.host_header), ("content-length", content_length)],
+            )
+        )
         connection.h11.send_with_data_passthrough(h11.Data(data=body))
         connection.h11.send(h11.EndOfMessage())
 
         if len(body) <= COALESCE_BODY_BYTES:
             return [head + body]
         return [head, body]
+
+
+def _serialize_head(target: str, headers: list[tuple[str, str]]) -> bytes:
+    """An HTTP/1.1 POST request head.
+
+    Raises:
+        InternalError: a name, value or the target holds a line break or a
+            non-ASCII character; they all come from our own code, never
+            from a client, so that is a bug, and sending it would let one
+            header smuggle in others.
+    """
+    lines = [f"POST {target} HTTP/1.1\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append("\r\n")
+    try:
+        head = "".join(lines).encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise InternalError("non-ASCII request head for Bedrock") from exc
+    line_count = len(headers) + 2
+    if head.count(b"\n") != line_count or head.count(b"\r") != line_count:
+        raise InternalError("line break inside a request header for Bedrock")
+    return head

@@ -16,6 +16,7 @@ descriptors, not a concurrency limit.
 from __future__ import annotations
 
 import collections
+import logging
 import ssl
 
 import h11
@@ -39,6 +40,8 @@ MAX_ACTIVE_CONNECTIONS = 4096
 # The largest response head accepted. Bedrock's are well under 2 KiB; this
 # only stops a broken peer from growing the buffer without end.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+
+logger = logging.getLogger(__name__)
 
 # ALPN: we speak HTTP/1.1 only, so say so and get no surprises.
 ALPN_PROTOCOLS = ["http/1.1"]
@@ -191,15 +194,19 @@ class ConnectionPool:
             with trio.fail_after(self._connect_timeout):
                 tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
                 if self._ssl_context is None:
-                    self.connections_opened += 1
-                    return Connection(tcp, tcp.socket)
-                return await self._start_tls(tcp)
+                    connection = Connection(tcp, tcp.socket)
+                else:
+                    connection = await self._start_tls(tcp)
         except trio.TooSlowError as exc:
             raise UpstreamTimeout(
                 f"connecting to {where} took longer than {self._connect_timeout:g} s", "connect"
             ) from exc
         except (OSError, trio.BrokenResourceError) as exc:
             raise UpstreamConnectError(f"could not connect to {where}: {_describe(exc)}") from exc
+
+        self.connections_opened += 1
+        logger.debug("opened connection %d to %s", self.connections_opened, where)
+        return connection
 
     async def _start_tls(self, tcp: trio.SocketStream) -> Connection:
         assert self._ssl_context is not None
@@ -211,7 +218,6 @@ class ConnectionPool:
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise
-        self.connections_opened += 1
         return Connection(tls, tcp.socket)
 
 
