@@ -23,7 +23,9 @@ from ccag.server.types import Request, Responder
 # Virtual seconds one input may take: more than every server timeout.
 VIRTUAL_DEADLINE = 10_000.0
 
-_CONFIG = load_config(flags={"port": 0}, environ={}).replace(max_header_bytes=4096, max_body_bytes=4096)
+_CONFIG = load_config(flags={"port": 0}, environ={}).replace(
+    max_header_bytes=4096, max_body_bytes=4096
+)
 
 
 async def _echo(request: Request, responder: Responder) -> None:

@@ -28,7 +28,9 @@ _EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 _SETTINGS_FRAME_TYPE = 0x4
 
-_CONFIG = load_config(flags={"port": 0}, environ={}).replace(max_header_bytes=4096, max_body_bytes=4096)
+_CONFIG = load_config(flags={"port": 0}, environ={}).replace(
+    max_header_bytes=4096, max_body_bytes=4096
+)
 
 
 async def _echo(request: Request, responder: Responder) -> None:

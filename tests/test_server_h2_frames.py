@@ -7,8 +7,8 @@ asserts the GOAWAY or RST_STREAM code the RFC requires.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import hpack
 import pytest
@@ -30,7 +30,12 @@ from ccag.config import Config, load_config
 from ccag.server import Request, Responder, serve
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-REQUEST_HEADERS = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "gateway.test")]
+REQUEST_HEADERS = [
+    (":method", "GET"),
+    (":path", "/"),
+    (":scheme", "http"),
+    (":authority", "gateway.test"),
+]
 
 
 def make_config(**changes: object) -> Config:
@@ -62,9 +67,13 @@ class RawH2:
         self.encoder = hpack.Encoder()
 
     async def send(self, *frames: Frame | bytes) -> None:
-        await self.stream.send_all(b"".join(f if isinstance(f, bytes) else f.serialize() for f in frames))
+        await self.stream.send_all(
+            b"".join(f if isinstance(f, bytes) else f.serialize() for f in frames)
+        )
 
-    def headers(self, stream_id: int, headers: list[tuple[str, str]], flags: tuple[str, ...]) -> HeadersFrame:
+    def headers(
+        self, stream_id: int, headers: list[tuple[str, str]], flags: tuple[str, ...]
+    ) -> HeadersFrame:
         return HeadersFrame(stream_id, data=self.encoder.encode(headers), flags=flags)
 
     async def _fill(self, size: int) -> bool:
@@ -102,7 +111,9 @@ class RawH2:
 
 
 @asynccontextmanager
-async def raw_connection(port: int, settings: SettingsFrame | None = None) -> AsyncIterator[RawH2]:
+async def raw_connection(
+    port: int, settings: SettingsFrame | None = None
+) -> AsyncIterator[RawH2]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         client = RawH2(stream)
@@ -110,7 +121,9 @@ async def raw_connection(port: int, settings: SettingsFrame | None = None) -> As
         yield client
 
 
-async def expect_after(port: int, *frames: Frame, settings: SettingsFrame | None = None) -> tuple[str, int]:
+async def expect_after(
+    port: int, *frames: Frame, settings: SettingsFrame | None = None
+) -> tuple[str, int]:
     async with raw_connection(port, settings) as client:
         await client.send(*frames)
         return await client.error()
@@ -138,13 +151,15 @@ async def test_h2_frames_wrong_preface_gets_an_error_response_and_close() -> Non
                     if not data:
                         break
                     received += data
-                assert received.startswith(b"HTTP/1.1 4") or received.startswith(b"HTTP/1.1 5")
+                assert received.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5"))
 
 
 async def test_h2_frames_data_on_a_closed_stream_is_stream_closed() -> None:
     with trio.fail_after(10):
         async with running() as port, raw_connection(port) as client:
-            await client.send(client.headers(1, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM")))
+            await client.send(
+                client.headers(1, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
+            )
             while True:
                 frame = await client.next_frame()
                 assert frame is not None
@@ -160,7 +175,9 @@ async def test_h2_frames_data_on_a_closed_stream_is_stream_closed() -> None:
 async def test_h2_frames_window_overflow_is_a_flow_control_error() -> None:
     with trio.fail_after(10):
         async with running() as port:
-            result = await expect_after(port, WindowUpdateFrame(0, window_increment=2**31 - 1))
+            result = await expect_after(
+                port, WindowUpdateFrame(0, window_increment=2**31 - 1)
+            )
             assert result == ("goaway", ErrorCodes.FLOW_CONTROL_ERROR)
 
 
@@ -176,7 +193,11 @@ async def test_h2_frames_invalid_header_name_is_a_protocol_error() -> None:
 async def test_h2_frames_missing_pseudo_header_is_a_protocol_error() -> None:
     with trio.fail_after(10):
         async with running() as port, raw_connection(port) as client:
-            headers = [(":method", "GET"), (":scheme", "http"), (":authority", "gateway.test")]
+            headers = [
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":authority", "gateway.test"),
+            ]
             await client.send(client.headers(1, headers, ("END_HEADERS", "END_STREAM")))
             kind, code = await client.error()
             assert kind in ("rst", "goaway") and code == ErrorCodes.PROTOCOL_ERROR
@@ -194,7 +215,8 @@ async def test_h2_frames_continuation_flood_ends_the_connection() -> None:
                 pass  # the server may already have hung up: that is the point
             kind, code = await client.error()
             assert kind == "closed" or (
-                kind == "goaway" and code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM)
+                kind == "goaway"
+                and code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.ENHANCE_YOUR_CALM)
             )
             # Whatever the code, the server hangs up.
             assert await client.next_frame() is None
@@ -209,10 +231,14 @@ async def test_h2_frames_continuation_flood_ends_the_connection() -> None:
         (SettingsFrame.MAX_FRAME_SIZE, 2**24, ErrorCodes.PROTOCOL_ERROR),
     ],
 )
-async def test_h2_frames_settings_with_a_bad_value_are_refused(setting: int, value: int, code: int) -> None:
+async def test_h2_frames_settings_with_a_bad_value_are_refused(
+    setting: int, value: int, code: int
+) -> None:
     with trio.fail_after(10):
         async with running() as port:
-            result = await expect_after(port, settings=SettingsFrame(0, settings={setting: value}))
+            result = await expect_after(
+                port, settings=SettingsFrame(0, settings={setting: value})
+            )
             assert result == ("goaway", code)
 
 
@@ -227,20 +253,29 @@ async def test_h2_frames_oversized_frame_is_a_frame_size_error() -> None:
 async def test_h2_frames_even_stream_id_from_a_client_is_a_protocol_error() -> None:
     with trio.fail_after(10):
         async with running() as port, raw_connection(port) as client:
-            await client.send(client.headers(2, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM")))
+            await client.send(
+                client.headers(2, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
+            )
             assert await client.error() == ("goaway", ErrorCodes.PROTOCOL_ERROR)
 
 
 async def test_h2_frames_streams_over_the_concurrency_limit_are_refused() -> None:
     with trio.fail_after(10):
-        async with running(make_config(h2_max_concurrent_streams=2)) as port, raw_connection(port) as client:
+        async with (
+            running(make_config(h2_max_concurrent_streams=2)) as port,
+            raw_connection(port) as client,
+        ):
             for stream_id in (1, 3, 5):
-                await client.send(client.headers(stream_id, REQUEST_HEADERS, ("END_HEADERS",)))
-            kind, code = await client.error()
+                await client.send(
+                    client.headers(stream_id, REQUEST_HEADERS, ("END_HEADERS",))
+                )
+            _, code = await client.error()
             assert code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.REFUSED_STREAM)
 
 
-async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream() -> None:
+async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream() -> (
+    None
+):
     shutdown = trio.Event()
     in_handler = trio.Event()
     release = trio.Event()
@@ -253,13 +288,20 @@ async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream
         await responder.end_response()
 
     async def serve_until_shutdown(task_status: trio.TaskStatus[int]) -> None:
-        await serve(handler, make_config(shutdown_grace=5.0), shutdown=shutdown, task_status=task_status)
+        await serve(
+            handler,
+            make_config(shutdown_grace=5.0),
+            shutdown=shutdown,
+            task_status=task_status,
+        )
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_until_shutdown)
             async with raw_connection(port) as client:
-                await client.send(client.headers(1, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM")))
+                await client.send(
+                    client.headers(1, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
+                )
                 await in_handler.wait()
                 shutdown.set()
 
@@ -271,7 +313,9 @@ async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream
                 assert goaway.last_stream_id == 1
 
                 # A stream opened after the GOAWAY is refused.
-                await client.send(client.headers(3, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM")))
+                await client.send(
+                    client.headers(3, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
+                )
                 refused = await client.next_frame()
                 assert isinstance(refused, RstStreamFrame) and refused.stream_id == 3
                 assert refused.error_code == ErrorCodes.REFUSED_STREAM

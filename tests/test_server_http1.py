@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
 
 import h11
 import trio
@@ -31,7 +31,7 @@ async def running(handler: Handler, config: Config | None = None) -> AsyncIterat
             nursery.cancel_scope.cancel()
 
 
-_open_clients: list["Client"] = []
+_open_clients: list[Client] = []
 
 
 async def close_clients() -> None:
@@ -41,7 +41,12 @@ async def close_clients() -> None:
 
 async def echo(request: Request, responder: Responder) -> None:
     body = json.dumps(
-        {"method": request.method, "path": request.path, "query": request.query, "size": len(request.body)}
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "size": len(request.body),
+        }
     ).encode()
     await responder.start_response(
         200, [("content-type", "application/json"), ("content-length", str(len(body)))]
@@ -62,12 +67,14 @@ class Client:
     def sent_request(self, method: str = "GET") -> None:
         """Tell the parsing side a request went out (the raw bytes bypass h11)."""
         if not self.request_sent:
-            self.conn.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+            self.conn.send(
+                h11.Request(method=method, target="/", headers=[("Host", "x")])
+            )
             self.conn.send(h11.EndOfMessage())
             self.request_sent = True
 
     @classmethod
-    async def open(cls, port: int) -> "Client":
+    async def open(cls, port: int) -> Client:
         return cls(await trio.open_tcp_stream("127.0.0.1", port))
 
     async def send(self, data: bytes) -> None:
@@ -131,7 +138,9 @@ async def test_http1_keep_alive_serves_several_requests_on_one_connection() -> N
             client = await Client.open(port)
             request_ids = set()
             for index in range(3):
-                await client.send(f"GET /v1/models?n={index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                await client.send(
+                    f"GET /v1/models?n={index} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                )
                 response, body = await client.response()
                 assert response.status_code == 200
                 assert json.loads(body)["query"] == f"n={index}"
@@ -206,7 +215,8 @@ async def test_http1_body_over_the_limit_gets_413_json() -> None:
         async with running(echo, make_config(max_body_bytes=1000)) as port:
             client = await Client.open(port)
             await client.send(
-                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+                + b"x" * 5000
             )
             response, body = await client.response()
             assert response.status_code == 413
@@ -220,7 +230,8 @@ async def test_http1_chunked_body_over_the_limit_gets_413_json() -> None:
             client = await Client.open(port)
             chunk = b"200\r\n" + b"x" * 0x200 + b"\r\n"
             await client.send(
-                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3
+                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + chunk * 3
             )
             response, body = await client.response()
             assert response.status_code == 413
@@ -249,7 +260,9 @@ async def test_http1_half_a_request_gets_408_after_the_request_timeout() -> None
         async with running(echo, make_config(request_timeout=0.3)) as port:
             client = await Client.open(port)
             started = trio.current_time()
-            await client.send(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            await client.send(
+                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"
+            )
             response, body = await client.response()
             assert response.status_code == 408
             assert error_type(body) == "timeout_error"
@@ -288,7 +301,9 @@ async def test_http1_head_response_has_no_body() -> None:
     with trio.fail_after(10):
         async with running(handler) as port:
             client = await Client.open(port)
-            await client.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await client.send(
+                b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
             response, body = await client.response("HEAD")
             assert response.status_code == 200
             assert body == b""
@@ -312,7 +327,9 @@ async def test_http1_client_disconnect_cancels_the_handler_within_a_second() -> 
     with trio.fail_after(10):
         async with running(handler) as port:
             client = await Client.open(port)
-            await client.send(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            await client.send(
+                b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            )
             await first_chunk_sent.wait()
             closed_at = trio.current_time()
             await close_clients()
@@ -321,7 +338,9 @@ async def test_http1_client_disconnect_cancels_the_handler_within_a_second() -> 
             assert cancelled_at[0] - closed_at < 1.0
 
 
-async def test_http1_handler_exception_gets_500_json_and_a_logged_traceback(caplog: object) -> None:
+async def test_http1_handler_exception_gets_500_json_and_a_logged_traceback(
+    caplog: object,
+) -> None:
     async def handler(request: Request, responder: Responder) -> None:
         raise RuntimeError("boom")
 
@@ -350,7 +369,9 @@ async def test_http1_exception_after_start_truncates_by_closing() -> None:
             raw = await client.read_until_closed()
             assert raw.startswith(b"HTTP/1.1 200")
             assert b"event: ping" in raw
-            assert not raw.endswith(b"0\r\n\r\n")  # no terminating chunk: the client sees truncation
+            assert not raw.endswith(
+                b"0\r\n\r\n"
+            )  # no terminating chunk: the client sees truncation
 
 
 async def test_http1_slow_reader_slows_the_handler() -> None:
@@ -358,7 +379,9 @@ async def test_http1_slow_reader_slows_the_handler() -> None:
 
     async def handler(request: Request, responder: Responder) -> None:
         nonlocal sent
-        await responder.start_response(200, [("content-type", "application/octet-stream")])
+        await responder.start_response(
+            200, [("content-type", "application/octet-stream")]
+        )
         chunk = b"z" * 65536
         while True:
             await responder.send_data(chunk)
@@ -390,7 +413,12 @@ async def test_http1_graceful_shutdown_lets_a_running_stream_finish() -> None:
         await responder.end_response()
 
     async def serve_until_shutdown(task_status: trio.TaskStatus[int]) -> None:
-        await serve(handler, make_config(shutdown_grace=5.0), shutdown=shutdown, task_status=task_status)
+        await serve(
+            handler,
+            make_config(shutdown_grace=5.0),
+            shutdown=shutdown,
+            task_status=task_status,
+        )
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -405,7 +433,7 @@ async def test_http1_graceful_shutdown_lets_a_running_stream_finish() -> None:
             shutdown.set()
             assert await idle.read_until_closed() == b""
             release.set()
-            response, body = await busy.response()
+            _, body = await busy.response()
             assert body == b"finished"
             assert await busy.read_until_closed() == b""
             await close_clients()
@@ -416,7 +444,12 @@ async def test_http1_shutdown_does_not_wait_for_a_silent_new_connection() -> Non
     shutdown = trio.Event()
 
     async def serve_until_shutdown(task_status: trio.TaskStatus[int]) -> None:
-        await serve(echo, make_config(shutdown_grace=30.0), shutdown=shutdown, task_status=task_status)
+        await serve(
+            echo,
+            make_config(shutdown_grace=30.0),
+            shutdown=shutdown,
+            task_status=task_status,
+        )
 
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:

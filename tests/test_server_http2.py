@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
 
 import h2.config
 import h2.connection
@@ -111,7 +111,9 @@ class H2Client:
             if event.stream_id in self.stalled:
                 self.conn.increment_flow_control_window(event.flow_controlled_length)
             else:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self.conn.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
         elif isinstance(event, h2.events.StreamEnded):
             self.streams[event.stream_id].ended = True
         elif isinstance(event, h2.events.StreamReset):
@@ -120,16 +122,30 @@ class H2Client:
             self.goaway = event
 
     async def request(
-        self, method: str = "GET", path: str = "/", body: bytes = b"", headers: list[tuple[str, str]] | None = None
+        self,
+        method: str = "GET",
+        path: str = "/",
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
     ) -> int:
         stream_id = self.conn.get_next_available_stream_id()
         self.streams[stream_id] = StreamState()
-        request_headers = [(":method", method), (":path", path), (":scheme", "http"), (":authority", "gateway.test")]
-        self.conn.send_headers(stream_id, request_headers + (headers or []), end_stream=not body)
+        request_headers = [
+            (":method", method),
+            (":path", path),
+            (":scheme", "http"),
+            (":authority", "gateway.test"),
+        ]
+        self.conn.send_headers(
+            stream_id, request_headers + (headers or []), end_stream=not body
+        )
         await self.flush()
         sent = 0
         while sent < len(body):
-            window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+            window = min(
+                self.conn.local_flow_control_window(stream_id),
+                self.conn.max_outbound_frame_size,
+            )
             if window <= 0:
                 await self.changed.wait()
                 continue
@@ -166,7 +182,10 @@ async def h2_client(port: int) -> AsyncIterator[H2Client]:
 async def test_http2_prior_knowledge_serves_concurrent_streams() -> None:
     with trio.fail_after(10):
         async with running(echo) as port, h2_client(port) as client:
-            stream_ids = [await client.request("POST", f"/v1/messages/{n}", b"x" * n) for n in (1, 2, 3, 4)]
+            stream_ids = [
+                await client.request("POST", f"/v1/messages/{n}", b"x" * n)
+                for n in (1, 2, 3, 4)
+            ]
             for index, stream_id in enumerate(stream_ids):
                 state = await client.response(stream_id)
                 assert state.headers[b":status"] == b"200"
@@ -191,7 +210,10 @@ async def test_http2_large_upload_flows_through_the_window() -> None:
 
 async def test_http2_body_over_the_limit_gets_413_on_that_stream_only() -> None:
     with trio.fail_after(10):
-        async with running(echo, make_config(max_body_bytes=1000)) as port, h2_client(port) as client:
+        async with (
+            running(echo, make_config(max_body_bytes=1000)) as port,
+            h2_client(port) as client,
+        ):
             big = await client.request("POST", "/v1/messages", b"b" * 5000)
             small = await client.request("POST", "/v1/messages", b"s" * 10)
             refused = await client.response(big)
@@ -202,7 +224,9 @@ async def test_http2_body_over_the_limit_gets_413_on_that_stream_only() -> None:
 
 async def test_http2_slow_stream_does_not_stall_a_fast_one() -> None:
     async def handler(request: Request, responder: Responder) -> None:
-        await responder.start_response(200, [("content-type", "application/octet-stream")])
+        await responder.start_response(
+            200, [("content-type", "application/octet-stream")]
+        )
         size = 1_000_000 if request.path == "/slow" else 100_000
         await responder.send_data(b"d" * size)
         await responder.end_response()
@@ -308,7 +332,10 @@ async def test_http2_head_response_has_no_body() -> None:
 async def test_tls_alpn_negotiates_h2_and_http11() -> None:
     authority = trustme.CA()
     certificate = authority.issue_cert("127.0.0.1")
-    with certificate.private_key_pem.tempfile() as key_path, certificate.cert_chain_pems[0].tempfile() as cert_path:
+    with (
+        certificate.private_key_pem.tempfile() as key_path,
+        certificate.cert_chain_pems[0].tempfile() as cert_path,
+    ):
         config = make_config(tls_cert=cert_path, tls_key=key_path)
         client_context = ssl.create_default_context()
         authority.configure_trust(client_context)
@@ -326,7 +353,9 @@ async def test_tls_alpn_negotiates_h2_and_http11() -> None:
                     await client.start()
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(client.read_loop)
-                        state = await client.response(await client.request("GET", "/tls"))
+                        state = await client.response(
+                            await client.request("GET", "/tls")
+                        )
                         assert json.loads(state.data)["version"] == "2"
                         nursery.cancel_scope.cancel()
 
@@ -337,7 +366,9 @@ async def test_tls_alpn_negotiates_h2_and_http11() -> None:
                 raw = await trio.open_tcp_stream("127.0.0.1", port)
                 tls = trio.SSLStream(raw, http1_context, server_hostname="127.0.0.1")
                 async with tls:
-                    await tls.send_all(b"GET /tls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    await tls.send_all(
+                        b"GET /tls HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                    )
                     received = b""
                     while b'"version": "1.1"' not in received:
                         data = await tls.receive_some(65536)
@@ -348,7 +379,10 @@ async def test_tls_alpn_negotiates_h2_and_http11() -> None:
 
 async def test_http2_idle_connection_gets_goaway_after_the_keepalive_timeout() -> None:
     with trio.fail_after(10):
-        async with running(echo, make_config(keepalive_timeout=0.2)) as port, h2_client(port) as client:
+        async with (
+            running(echo, make_config(keepalive_timeout=0.2)) as port,
+            h2_client(port) as client,
+        ):
             state = await client.response(await client.request())
             assert state.headers[b":status"] == b"200"
             while not client.closed:

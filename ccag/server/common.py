@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -45,7 +45,9 @@ def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
-def error_response(error: ApiError, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
+def error_response(
+    error: ApiError, request_id: str
+) -> tuple[list[tuple[str, str]], bytes]:
     """The headers (without ``request-id``) and body of a plain error response."""
     body = error.body(request_id)
     headers = [JSON_CONTENT_TYPE, ("content-length", str(len(body)))]
@@ -53,9 +55,14 @@ def error_response(error: ApiError, request_id: str) -> tuple[list[tuple[str, st
     return headers, body
 
 
-def decode_headers(raw: list[tuple[bytes, bytes]]) -> Headers:
+def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
     """Header pairs from the wire as text; latin-1 never fails and loses nothing."""
-    return Headers(tuple((name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw))
+    return Headers(
+        tuple(
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in raw
+        )
+    )
 
 
 def peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
@@ -139,7 +146,9 @@ class ConnectionReader:
         await self._arrived.wait()
 
 
-async def linger_and_close(stream: trio.abc.Stream, reader: ConnectionReader | None) -> None:
+async def linger_and_close(
+    stream: trio.abc.Stream, reader: ConnectionReader | None
+) -> None:
     """Close after a final response so unread client bytes cannot reset it."""
     try:
         with trio.move_on_after(LINGER_SECONDS):

@@ -55,14 +55,22 @@ class Http1Connection:
         initial: bytes already read from the stream (protocol sniffing).
     """
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: Config, initial: bytes = b"") -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        config: Config,
+        initial: bytes = b"",
+    ) -> None:
         self._stream = stream
         self._handler = handler
         self._max_header_bytes: int = config.max_header_bytes
         self._max_body_bytes: int = config.max_body_bytes
         self._request_timeout: float = config.request_timeout
         self._keepalive_timeout: float = config.keepalive_timeout
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_header_bytes)
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._max_header_bytes
+        )
         self._reader = ConnectionReader(stream, self._on_peer_closed)
         self._reader.prepend(initial)
         self._client = peer_address(stream)
@@ -116,17 +124,29 @@ class Http1Connection:
                     if request is None:
                         return False
             except _ReadFailed as failure:
-                logger.debug("request %s refused: %s", request_id, failure.error.message)
+                logger.debug(
+                    "request %s refused: %s", request_id, failure.error.message
+                )
                 await self._send_error(failure.error, request_id)
                 return True
             if request is None:
-                logger.debug("request %s did not arrive within %ss", request_id, self._request_timeout)
-                await self._send_error(ApiError(408, "The request did not arrive in time."), request_id)
+                logger.debug(
+                    "request %s did not arrive within %ss",
+                    request_id,
+                    self._request_timeout,
+                )
+                await self._send_error(
+                    ApiError(408, "The request did not arrive in time."), request_id
+                )
                 return True
 
             if await self._respond(request):
                 return False
-            if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self.is_draining:
+            if (
+                conn.our_state is h11.DONE
+                and conn.their_state is h11.DONE
+                and not self.is_draining
+            ):
                 conn.start_next_cycle()
                 continue
             return False
@@ -153,7 +173,9 @@ class Http1Connection:
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint
                 message = _protocol_error_message(status, str(exc))
-                raise _ReadFailed(ApiError(status, message, "invalid_request_error")) from None
+                raise _ReadFailed(
+                    ApiError(status, message, "invalid_request_error")
+                ) from None
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
             await reader.wait()
@@ -169,22 +191,38 @@ class Http1Connection:
 
         if event.http_version not in (b"1.1", b"1.0"):
             # h11 parses any HTTP/x.y; a mangled HTTP/2 preface lands here too.
-            raise _ReadFailed(ApiError(505, "Only HTTP/1.0, HTTP/1.1 and HTTP/2 are served.", "invalid_request_error"))
+            raise _ReadFailed(
+                ApiError(
+                    505,
+                    "Only HTTP/1.0, HTTP/1.1 and HTTP/2 are served.",
+                    "invalid_request_error",
+                )
+            )
 
-        head_size = len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+        head_size = len(event.target) + sum(
+            len(name) + len(value) + 4 for name, value in event.headers
+        )
         if head_size > self._max_header_bytes:
             raise _ReadFailed(
-                ApiError(431, "The request headers are too large.", "invalid_request_error")
+                ApiError(
+                    431, "The request headers are too large.", "invalid_request_error"
+                )
             )
         headers = decode_headers(event.headers)
 
         # Refuse an oversized body before asking for it (RFC 9110 10.1.1).
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body_bytes:
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > self._max_body_bytes
+        ):
             raise _ReadFailed(_body_too_large(self._max_body_bytes))
         conn = self._conn
         if conn.they_are_waiting_for_100_continue:
-            await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            await self._write(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+            )
 
         body = await self._read_body()
 
@@ -215,7 +253,9 @@ class Http1Connection:
                 parts.append(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
-            elif isinstance(event, h11.ConnectionClosed):  # pragma: no cover - h11 raises first
+            elif isinstance(
+                event, h11.ConnectionClosed
+            ):  # pragma: no cover - h11 raises first
                 raise trio.BrokenResourceError("client closed mid-body")
 
     async def _respond(self, request: Request) -> bool:
@@ -230,7 +270,7 @@ class Http1Connection:
                 await self._handler(request, responder)
             except ClientDisconnected:
                 scope.cancel()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any handler failure becomes a 500 or a reset
                 failure = exc
         self._handler_scope = None
 
@@ -250,7 +290,9 @@ class Http1Connection:
             return True
         return False
 
-    async def _recover_from(self, failure: BaseException, request: Request, responder: "Http1Responder") -> bool:
+    async def _recover_from(
+        self, failure: BaseException, request: Request, responder: Http1Responder
+    ) -> bool:
         if responder.is_started:
             logger.error(
                 "request %s: handler failed after the response started",
@@ -261,7 +303,9 @@ class Http1Connection:
         if isinstance(failure, ApiError):
             error = failure
         else:
-            logger.error("request %s: handler failed", request.request_id, exc_info=failure)
+            logger.error(
+                "request %s: handler failed", request.request_id, exc_info=failure
+            )
             error = ApiError(500, "Internal server error.", "api_error")
         headers, body = error_response(error, request.request_id)
         try:
@@ -287,13 +331,24 @@ class Http1Connection:
     async def _send_error(self, error: ApiError, request_id: str) -> None:
         """Send a final error response if the exchange still allows one."""
         conn = self._conn
-        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or self._reader.is_closed:
+        if (
+            conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE)
+            or self._reader.is_closed
+        ):
             return
         headers, body = error_response(error, request_id)
         raw = [(b"request-id", request_id.encode()), (b"connection", b"close")]
-        raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+        raw.extend(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        )
         try:
-            data = conn.send(h11.Response(status_code=error.status, headers=raw, reason=_REASONS.get(error.status, b"")))
+            data = conn.send(
+                h11.Response(
+                    status_code=error.status,
+                    headers=raw,
+                    reason=_REASONS.get(error.status, b""),
+                )
+            )
             data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
             data += conn.send(h11.EndOfMessage()) or b""
             await self._write(data)
@@ -304,9 +359,19 @@ class Http1Connection:
 class Http1Responder(Responder):
     """The :class:`~ccag.server.types.Responder` of one HTTP/1.1 exchange."""
 
-    __slots__ = ("_connection", "_conn", "_request_id", "_is_head", "_started", "_ended", "_head")
+    __slots__ = (
+        "_conn",
+        "_connection",
+        "_ended",
+        "_head",
+        "_is_head",
+        "_request_id",
+        "_started",
+    )
 
-    def __init__(self, connection: Http1Connection, request_id: str, is_head: bool) -> None:
+    def __init__(
+        self, connection: Http1Connection, request_id: str, is_head: bool
+    ) -> None:
         self._connection = connection
         self._conn = connection._conn
         self._request_id = request_id
@@ -324,10 +389,16 @@ class Http1Responder(Responder):
         if self._started:
             raise InternalError("start_response called twice")
         raw = [(b"request-id", self._request_id.encode())]
-        raw.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+        raw.extend(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        )
         if self._connection.is_draining:
             raw.append((b"connection", b"close"))
-        head = self._conn.send(h11.Response(status_code=status, headers=raw, reason=_REASONS.get(status, b"")))
+        head = self._conn.send(
+            h11.Response(
+                status_code=status, headers=raw, reason=_REASONS.get(status, b"")
+            )
+        )
         self._started = True
         # The head waits for the first body bytes so both go out in one write.
         self._head = head or b""
@@ -359,7 +430,9 @@ class Http1Responder(Responder):
 
 
 def _body_too_large(limit: int) -> ApiError:
-    return ApiError(413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large")
+    return ApiError(
+        413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large"
+    )
 
 
 def _protocol_error_message(status: int, detail: str) -> str:

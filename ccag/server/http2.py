@@ -17,6 +17,7 @@ bounded by the body limit.
 from __future__ import annotations
 
 import logging
+
 import h2.config
 import h2.connection
 import h2.errors
@@ -65,11 +66,22 @@ class _Stream:
     """What the connection knows about one request stream."""
 
     __slots__ = (
-        "stream_id", "request_id", "raw_headers", "body_parts", "body_size",
-        "is_complete", "completed", "is_reset", "refusal", "scope", "started_at",
+        "body_parts",
+        "body_size",
+        "completed",
+        "is_complete",
+        "is_reset",
+        "raw_headers",
+        "refusal",
+        "request_id",
+        "scope",
+        "started_at",
+        "stream_id",
     )
 
-    def __init__(self, stream_id: int, raw_headers: list[tuple[bytes, bytes]], started_at: float) -> None:
+    def __init__(
+        self, stream_id: int, raw_headers: list[tuple[bytes, bytes]], started_at: float
+    ) -> None:
         self.stream_id = stream_id
         self.request_id = new_request_id()
         self.raw_headers = raw_headers
@@ -94,7 +106,13 @@ class Http2Connection:
         initial: bytes already read from the stream (the sniffed preface).
     """
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler, config: Config, initial: bytes = b"") -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        handler: Handler,
+        config: Config,
+        initial: bytes = b"",
+    ) -> None:
         self._stream = stream
         self._handler = handler
         self._max_body_bytes: int = config.max_body_bytes
@@ -184,25 +202,37 @@ class Http2Connection:
                 if reader.is_closed:
                     return
                 idle = not self._streams
-                deadline = trio.current_time() + self._keepalive_timeout if idle else float("inf")
+                deadline = (
+                    trio.current_time() + self._keepalive_timeout
+                    if idle
+                    else float("inf")
+                )
                 with trio.CancelScope(deadline=deadline) as scope:
                     self._wait_scope = scope
                     await reader.wait()
                 self._wait_scope = None
-                if scope.cancelled_caught and idle and not self.is_draining and not self._streams:
-                    logger.debug("h2 connection idle for %ss; closing", self._keepalive_timeout)
+                if (
+                    scope.cancelled_caught
+                    and idle
+                    and not self.is_draining
+                    and not self._streams
+                ):
+                    logger.debug(
+                        "h2 connection idle for %ss; closing", self._keepalive_timeout
+                    )
                     await self._close_with(h2.errors.ErrorCodes.NO_ERROR)
                     return
                 continue
 
             data = reader.take()
             if self._preface_head is not None:
-                data = self._check_preface(data)
-                if data is None:
+                checked = self._check_preface(data)
+                if checked is None:
                     await self._close_with(h2.errors.ErrorCodes.PROTOCOL_ERROR)
                     return
-                if not data:
+                if not checked:
                     continue
+                data = checked
             try:
                 events = self._h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -247,7 +277,9 @@ class Http2Connection:
                 self._complete(stream)
         elif isinstance(event, h2.events.StreamReset):
             self._receive_reset(event.stream_id)
-        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+        elif isinstance(
+            event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)
+        ):
             self._wake_senders()
         elif isinstance(event, h2.events.ConnectionTerminated):
             logger.debug("h2 client sent GOAWAY (%s)", event.error_code)
@@ -267,7 +299,11 @@ class Http2Connection:
 
         expects_continue = False
         for name, value in stream.raw_headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self._max_body_bytes:
+            if (
+                name == b"content-length"
+                and value.isdigit()
+                and int(value) > self._max_body_bytes
+            ):
                 # Refuse before the upload (RFC 9110 10.1.1); the answer goes out at once.
                 stream.refusal = _body_too_large(self._max_body_bytes)
                 stream.completed.set()
@@ -320,7 +356,9 @@ class Http2Connection:
         open streams still need their responses, so the frame is built here.
         """
         self._last_accepted_stream_id = self._h2.highest_inbound_stream_id
-        frame = GoAwayFrame(0, last_stream_id=self._last_accepted_stream_id, error_code=0)
+        frame = GoAwayFrame(
+            0, last_stream_id=self._last_accepted_stream_id, error_code=0
+        )
         self._goaway_sent = True
         async with self._write_lock:
             pending = self._h2.data_to_send() + frame.serialize()
@@ -376,22 +414,34 @@ class Http2Connection:
         if stream.is_reset:
             return
 
-        responder = Http2Responder(self, stream, _method_of(stream.raw_headers) == b"HEAD")
+        responder = Http2Responder(
+            self, stream, _method_of(stream.raw_headers) == b"HEAD"
+        )
         if stream.refusal is not None:
-            logger.debug("request %s refused: %s", stream.request_id, stream.refusal.message)
+            logger.debug(
+                "request %s refused: %s", stream.request_id, stream.refusal.message
+            )
             await self._answer_error(responder, stream.refusal)
             await self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
             return
         if not stream.is_complete:
-            logger.debug("request %s did not arrive within %ss", stream.request_id, self._request_timeout)
-            await self._answer_error(responder, ApiError(408, "The request did not arrive in time."))
+            logger.debug(
+                "request %s did not arrive within %ss",
+                stream.request_id,
+                self._request_timeout,
+            )
+            await self._answer_error(
+                responder, ApiError(408, "The request did not arrive in time.")
+            )
             await self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
             return
 
         try:
             request = self._build_request(stream)
         except ValueError as exc:
-            await self._answer_error(responder, ApiError(400, f"Malformed HTTP/2 request: {exc}"))
+            await self._answer_error(
+                responder, ApiError(400, f"Malformed HTTP/2 request: {exc}")
+            )
             return
 
         failure: Exception | None = None
@@ -403,7 +453,7 @@ class Http2Connection:
                 await self._handler(request, responder)
             except ClientDisconnected:
                 scope.cancel()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any handler failure becomes a 500 or a reset
                 failure = exc
         stream.scope = None
         if scope.cancelled_caught or stream.is_reset:
@@ -424,8 +474,12 @@ class Http2Connection:
         else:
             if failure is None:
                 failure = InternalError("handler returned without a response")
-            logger.error("request %s: handler failed", stream.request_id, exc_info=failure)
-            await self._answer_error(responder, ApiError(500, "Internal server error.", "api_error"))
+            logger.error(
+                "request %s: handler failed", stream.request_id, exc_info=failure
+            )
+            await self._answer_error(
+                responder, ApiError(500, "Internal server error.", "api_error")
+            )
 
     def _build_request(self, stream: _Stream) -> Request:
         method = path_bytes = authority = None
@@ -439,7 +493,9 @@ class Http2Connection:
                 path_bytes = value
             elif name == b":authority":
                 authority = value
-        if method is None or path_bytes is None:  # h2 validation makes this rare (CONNECT)
+        if (
+            method is None or path_bytes is None
+        ):  # h2 validation makes this rare (CONNECT)
             raise ValueError("missing :method or :path")
         headers = decode_headers(regular)
         if authority is not None and "host" not in headers:
@@ -463,7 +519,7 @@ class Http2Connection:
             request_id=stream.request_id,
         )
 
-    async def _answer_error(self, responder: "Http2Responder", error: ApiError) -> None:
+    async def _answer_error(self, responder: Http2Responder, error: ApiError) -> None:
         headers, body = error_response(error, responder.request_id)
         try:
             await responder.start_response(error.status, headers)
@@ -487,9 +543,19 @@ class Http2Connection:
 class Http2Responder(Responder):
     """The :class:`~ccag.server.types.Responder` of one HTTP/2 stream."""
 
-    __slots__ = ("_connection", "_h2", "_stream", "_stream_id", "_is_head", "_started", "_ended")
+    __slots__ = (
+        "_connection",
+        "_ended",
+        "_h2",
+        "_is_head",
+        "_started",
+        "_stream",
+        "_stream_id",
+    )
 
-    def __init__(self, connection: Http2Connection, stream: _Stream, is_head: bool) -> None:
+    def __init__(
+        self, connection: Http2Connection, stream: _Stream, is_head: bool
+    ) -> None:
         self._connection = connection
         self._h2 = connection._h2
         self._stream = stream
@@ -508,13 +574,18 @@ class Http2Responder(Responder):
 
     def _check_alive(self) -> None:
         if self._stream.is_reset or self._connection._is_broken:
-            raise ClientDisconnected("the client reset the stream or closed the connection")
+            raise ClientDisconnected(
+                "the client reset the stream or closed the connection"
+            )
 
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         if self._started:
             raise InternalError("start_response called twice")
         self._check_alive()
-        raw = [(b":status", str(status).encode()), (b"request-id", self._stream.request_id.encode())]
+        raw = [
+            (b":status", str(status).encode()),
+            (b"request-id", self._stream.request_id.encode()),
+        ]
         for name, value in headers:
             lowered = name.lower()
             if lowered not in _HOP_BY_HOP:
@@ -590,4 +661,6 @@ def _method_of(raw_headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 def _body_too_large(limit: int) -> ApiError:
-    return ApiError(413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large")
+    return ApiError(
+        413, f"Request body exceeds the limit of {limit} bytes.", "request_too_large"
+    )

@@ -42,7 +42,9 @@ class _Drainable(Protocol):
 
 
 class _Server:
-    def __init__(self, handler: Handler, config: Config, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, handler: Handler, config: Config, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self.handler = handler
         self.config = config
         self.ssl_context = ssl_context
@@ -52,14 +54,18 @@ class _Server:
         self.is_draining = False
         self.all_closed = trio.Event()
 
-    async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    async def accept_loop(
+        self, listener: trio.SocketListener, nursery: trio.Nursery
+    ) -> None:
         while True:
             try:
                 stream = await listener.accept()
             except OSError as exc:
                 if not is_accept_exhaustion(exc):
                     raise
-                logger.error("accept failed (%s); retrying in %ss", exc, ACCEPT_BACKOFF_SECONDS)
+                logger.error(
+                    "accept failed (%s); retrying in %ss", exc, ACCEPT_BACKOFF_SECONDS
+                )
                 await trio.sleep(ACCEPT_BACKOFF_SECONDS)
                 continue
             self.open_tasks += 1
@@ -130,7 +136,7 @@ async def _sniff_preface(stream: trio.abc.Stream, config: Config) -> bytes:
 
     Returns ``b""`` when the client closed or sent nothing in time.
     """
-    data = b""
+    data: bytes | bytearray = b""
     with trio.move_on_after(config.keepalive_timeout):
         data = await stream.receive_some(READ_SIZE)
     if not data:
@@ -141,7 +147,7 @@ async def _sniff_preface(stream: trio.abc.Stream, config: Config) -> bytes:
             if not more:
                 break
             data += more
-    return data
+    return bytes(data)
 
 
 def _tls_context(config: Config) -> ssl.SSLContext:
@@ -177,13 +183,20 @@ async def serve(
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     port = int(listeners[0].socket.getsockname()[1])
     server = _Server(handler, config, ssl_context)
-    logger.info("listening on %s:%d (%s)", config.host, port, "TLS" if ssl_context else "cleartext")
+    logger.info(
+        "listening on %s:%d (%s)",
+        config.host,
+        port,
+        "TLS" if ssl_context else "cleartext",
+    )
 
     try:
         async with trio.open_nursery() as connection_nursery:
             async with trio.open_nursery() as accept_nursery:
                 for listener in listeners:
-                    accept_nursery.start_soon(server.accept_loop, listener, connection_nursery)
+                    accept_nursery.start_soon(
+                        server.accept_loop, listener, connection_nursery
+                    )
                 task_status.started(port)
                 if shutdown is None:
                     await trio.sleep_forever()
@@ -193,7 +206,10 @@ async def serve(
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
 
-            logger.info("shutting down: draining connections for up to %ss", config.shutdown_grace)
+            logger.info(
+                "shutting down: draining connections for up to %ss",
+                config.shutdown_grace,
+            )
             server.drain()
             with trio.move_on_after(config.shutdown_grace):
                 await server.all_closed.wait()

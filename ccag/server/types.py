@@ -10,7 +10,8 @@ Anthropic's error shape, an exception after it ends the stream.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import attrs
 
