@@ -128,6 +128,15 @@ class SSEDecoder:
                 raise
         return events
 
+    def close(self) -> None:
+        """Declare the end of input; an unfinished event is dropped, as in browsers.
+
+        Raises:
+            SSEError: a fault found by an earlier feed is still pending.
+        """
+        if self._error is not None:
+            raise self._error
+
     def _read_lines(self, events: list[SSEEvent]) -> None:
         buffer = self._buffer
         line_start = 0

@@ -15,7 +15,7 @@ from ccag.eventstream import (
     Frame,
     encode_message,
 )
-from protocol_factory import (
+from tests.protocol_factory import (
     frame,
     frame_with_prelude,
     header,

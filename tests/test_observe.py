@@ -5,7 +5,7 @@ import pytest
 
 from ccag.anthropic.observe import ResponseObserver, Usage
 from ccag.errors import ProtocolError
-from protocol_factory import text_reply_events
+from tests.protocol_factory import text_reply_events
 
 
 def observe_stream(events: list[dict[str, Any]]) -> ResponseObserver:

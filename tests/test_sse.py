@@ -6,19 +6,23 @@ from hypothesis import strategies as st
 
 from ccag.errors import InternalError, SSEError
 from ccag.sse import SSEDecoder, SSEEvent, encode_event
-from protocol_factory import load_wire_examples
+from tests.protocol_factory import load_wire_examples
 
 
 def decode(data: bytes, pieces: list[int] | None = None, **limits: int) -> list[SSEEvent]:
     decoder = SSEDecoder(**limits)
     if pieces is None:
-        return decoder.feed(data)
-    events: list[SSEEvent] = []
+        events = decoder.feed(data)
+        decoder.close()
+        return events
+    events = []
     start = 0
     for size in pieces:
         events += decoder.feed(data[start : start + size])
         start += size
-    return events + decoder.feed(data[start:])
+    events += decoder.feed(data[start:])
+    decoder.close()
+    return events
 
 
 def test_encode_event_one_line() -> None:
@@ -147,6 +151,21 @@ def test_decoder_returns_events_before_a_fault_then_raises() -> None:
     assert decoder.feed(b"data: 1\n\n" + b"x" * 20) == [SSEEvent("message", b"1")]
     with pytest.raises(SSEError):
         decoder.feed(b"")
+
+
+def test_decoder_close_raises_a_pending_fault() -> None:
+    decoder = SSEDecoder(max_line_bytes=10)
+    decoder.feed(b"data: 1\n\n" + b"x" * 20)
+
+    with pytest.raises(SSEError, match="line exceeds"):
+        decoder.close()
+
+
+def test_decoder_close_drops_an_unfinished_event_quietly() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"data: 1\n")
+
+    decoder.close()
 
 
 def test_decoder_long_line_in_tiny_reads_is_linear() -> None:

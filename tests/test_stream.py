@@ -12,7 +12,7 @@ from ccag.anthropic.stream import (
 )
 from ccag.errors import ApiError
 from ccag.sse import SSEDecoder, SSEEvent
-from protocol_factory import (
+from tests.protocol_factory import (
     CHUNK_HEADERS,
     chunk_frame,
     exception_frame,
