@@ -98,6 +98,9 @@ class LoginThrottle:
     succeeds, so many attempts sent at once are limited like sequential ones.
     """
 
+    # TODO: counts are per gateway process, not shared through the store, so
+    # behind a load balancer over N gateways a guesser gets N times the tries.
+
     def __init__(
         self,
         max_failures: int = MAX_LOGIN_FAILURES,
