@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite starts on loopback. Idempotent:
+# Installs the system packages the test suite starts on loopback (Prometheus,
+# PostgreSQL, Node.js for the Claude Code CLI). Idempotent:
 # a machine that has them already installs nothing.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 
 if [ ${#need[@]} -gt 0 ]; then
