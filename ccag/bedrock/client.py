@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import h11
 import trio
 
 from ccag import __version__
+from ccag.bedrock.chunked import ChunkedDecoder
 from ccag.bedrock.credentials import CredentialSource
 from ccag.bedrock.endpoint import parse_endpoint
 from ccag.bedrock.errors import (
@@ -67,12 +68,25 @@ class _StaleConnection(Exception):
 class UpstreamResponse:
     """The head of a Bedrock response, and its body as it arrives.
 
+    A chunked body (every streamed answer) is decoded by
+    :class:`~ccag.bedrock.chunked.ChunkedDecoder`, one socket read at a time;
+    other bodies go through h11.
+
     Attributes:
         status: the HTTP status code.
         headers: (lower-case name, value) pairs in arrival order.
     """
 
-    __slots__ = ("_complete", "_connection", "_idle_timeout", "_is_framed", "headers", "status")
+    __slots__ = (
+        "_chunked",
+        "_complete",
+        "_connection",
+        "_idle_timeout",
+        "_is_framed",
+        "_leftover",
+        "headers",
+        "status",
+    )
 
     def __init__(
         self,
@@ -80,6 +94,9 @@ class UpstreamResponse:
         headers: list[tuple[str, str]],
         connection: Connection,
         idle_timeout: float | None,
+        *,
+        chunked: bool = False,
+        leftover: bytes = b"",
     ) -> None:
         self.status = status
         self.headers = headers
@@ -89,6 +106,8 @@ class UpstreamResponse:
         self._is_framed = any(
             name in ("content-length", "transfer-encoding") for name, _ in headers
         )
+        self._chunked = ChunkedDecoder() if chunked else None
+        self._leftover = leftover
 
     @property
     def is_complete(self) -> bool:
@@ -115,27 +134,9 @@ class UpstreamResponse:
         """
         if self._complete:
             return b""
-        connection = self._connection
-        pieces: list[bytes | bytearray] = []
-
-        while True:
-            try:
-                event = connection.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamProtocolError(f"Bedrock sent a malformed body: {exc}") from exc
-
-            if type(event) is h11.Data:
-                pieces.append(event.data)
-            elif event is h11.NEED_DATA:
-                # Hand over what this read brought before waiting for more.
-                if pieces:
-                    return b"".join(pieces)
-                await self._receive_more()
-            elif type(event) is h11.EndOfMessage:
-                self._complete = True
-                return b"".join(pieces)
-            else:
-                raise UpstreamProtocolError(f"unexpected {type(event).__name__} in a body")
+        if self._chunked is not None:
+            return await self._receive_chunked(self._chunked)
+        return await self._receive_through_h11()
 
     def is_complete_without_io(self) -> bool:
         """Whether the rest of the body is already buffered (e.g. a 0-length body).
@@ -146,8 +147,13 @@ class UpstreamResponse:
         """
         if self._complete:
             return True
-        h11_connection = self._connection.h11
         try:
+            if self._chunked is not None:
+                self._chunked.feed(self._leftover)
+                self._leftover = b""
+                self._complete = self._chunked.is_done
+                return self._complete
+            h11_connection = self._connection.h11
             while True:
                 event = h11_connection.next_event()
                 if type(event) is h11.EndOfMessage:
@@ -155,7 +161,7 @@ class UpstreamResponse:
                     return True
                 if type(event) is not h11.Data:
                     return False
-        except h11.RemoteProtocolError:
+        except (h11.RemoteProtocolError, UpstreamProtocolError):
             return False
 
     async def read_all(self, limit: int) -> bytes:
@@ -176,26 +182,67 @@ class UpstreamResponse:
                 raise UpstreamProtocolError(f"Bedrock's response is larger than {limit} bytes")
             pieces.append(piece)
 
-    async def _receive_more(self) -> None:
+    async def _receive_chunked(self, decoder: ChunkedDecoder) -> bytes:
+        while True:
+            if self._leftover:
+                data = self._leftover
+                self._leftover = b""
+            else:
+                data = await self._read_socket()
+                if not data:
+                    raise UpstreamClosed("the connection to Bedrock closed mid-body")
+
+            body = decoder.feed(data)
+            if decoder.is_done:
+                self._complete = True
+                self._connection.finished_body_outside_h11()
+                return body
+            if body:
+                return body
+
+    async def _receive_through_h11(self) -> bytes:
         connection = self._connection
+        pieces: list[bytes | bytearray] = []
+        while True:
+            try:
+                event = connection.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise UpstreamProtocolError(f"Bedrock sent a malformed body: {exc}") from exc
+
+            if type(event) is h11.Data:
+                pieces.append(event.data)
+            elif event is h11.NEED_DATA:
+                # Hand over what this read brought before waiting for more.
+                if pieces:
+                    return b"".join(pieces)
+                data = await self._read_socket()
+                if not data and self._is_framed:
+                    # Cut short by the peer, not malformed: only a body that
+                    # runs to the close may end at EOF (h11 ends it there).
+                    raise UpstreamClosed("the connection to Bedrock closed mid-body")
+                connection.h11.receive_data(data)
+            elif type(event) is h11.EndOfMessage:
+                self._complete = True
+                return b"".join(pieces)
+            else:
+                raise UpstreamProtocolError(f"unexpected {type(event).__name__} in a body")
+
+    async def _read_socket(self) -> bytes:
+        stream = self._connection.stream
         try:
             if self._idle_timeout is None:
-                data = await connection.stream.receive_some(RECEIVE_CHUNK_SIZE)
+                data = await stream.receive_some(RECEIVE_CHUNK_SIZE)
             else:
                 with trio.fail_after(self._idle_timeout):
-                    data = await connection.stream.receive_some(RECEIVE_CHUNK_SIZE)
+                    data = await stream.receive_some(RECEIVE_CHUNK_SIZE)
         except trio.TooSlowError as exc:
             raise UpstreamTimeout(
                 f"Bedrock sent nothing for {self._idle_timeout:g} s", "read"
             ) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise UpstreamClosed(f"the connection to Bedrock broke: {exc}") from exc
-
-        if not data and self._is_framed:
-            # Cut short by the peer, not malformed: only a body that runs to
-            # the close may end at EOF (h11 turns that EOF into its end).
-            raise UpstreamClosed("the connection to Bedrock closed mid-body")
-        connection.h11.receive_data(bytes(data))
+        # bytes() of a bytes object is that object: no copy on the usual path.
+        return bytes(data)
 
 
 async def _receive_head_bytes(connection: Connection, may_be_stale: bool) -> bytes:
@@ -370,7 +417,21 @@ class BedrockClient:
         response_headers = [
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
         ]
-        return UpstreamResponse(event.status_code, response_headers, connection, idle_timeout)
+        if not _is_chunked(event.headers):
+            return UpstreamResponse(event.status_code, response_headers, connection, idle_timeout)
+
+        # From here on the body bypasses h11 (see ChunkedDecoder): take what
+        # h11 already buffered, and decide keep-alive as h11 would.
+        leftover, _ = connection.h11.trailing_data
+        connection.keep_alive = event.http_version == b"1.1" and not _says_close(event.headers)
+        return UpstreamResponse(
+            event.status_code,
+            response_headers,
+            connection,
+            idle_timeout,
+            chunked=True,
+            leftover=bytes(leftover),
+        )
 
     async def _encode_request(
         self,
@@ -417,6 +478,21 @@ class BedrockClient:
         if len(body) <= COALESCE_BODY_BYTES:
             return [head + body]
         return [head, body]
+
+
+def _is_chunked(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    # RFC 9112 6.1: chunked, when present, is the last transfer coding.
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            return value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return False
+
+
+def _says_close(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"connection" and b"close" in value.lower():
+            return True
+    return False
 
 
 def _serialize_head(target: str, headers: list[tuple[str, str]]) -> bytes:

@@ -57,14 +57,24 @@ class Connection:
         idle_since: ``trio.current_time()`` when it last went back to the pool.
     """
 
-    __slots__ = ("_socket", "h11", "idle_since", "requests_sent", "stream")
+    __slots__ = (
+        "_body_done_outside_h11",
+        "_socket",
+        "h11",
+        "idle_since",
+        "keep_alive",
+        "requests_sent",
+        "stream",
+    )
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD_BYTES)
         self.requests_sent = 0
         self.idle_since = 0.0
+        self.keep_alive = True
         self._socket = socket
+        self._body_done_outside_h11 = False
 
     @property
     def is_reused(self) -> bool:
@@ -79,9 +89,30 @@ class Connection:
         """
         return self._socket.is_readable()
 
+    def finished_body_outside_h11(self) -> None:
+        """The response body was read to its end by a decoder of our own.
+
+        h11 saw the head only; whether the connection stays open is then
+        ``keep_alive``, as set by whoever read the head.
+        """
+        self._body_done_outside_h11 = True
+
     def can_be_reused(self) -> bool:
         """Whether both sides finished their message and kept the connection open."""
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        if self.h11.our_state is not h11.DONE:
+            return False
+        if self._body_done_outside_h11:
+            return self.keep_alive
+        return self.h11.their_state is h11.DONE
+
+    def start_next_request(self) -> None:
+        """Make ready for the next exchange (only after :meth:`can_be_reused`)."""
+        if self._body_done_outside_h11:
+            self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD_BYTES)
+            self._body_done_outside_h11 = False
+            self.keep_alive = True
+        else:
+            self.h11.start_next_cycle()
 
     async def aclose(self) -> None:
         """Close now, without a graceful TLS shutdown: nobody waits for it."""
@@ -159,7 +190,7 @@ class ConnectionPool:
         """Take a connection back after a request; keep it if it can be reused."""
         self._active_slots.release()
         if connection.can_be_reused() and len(self._idle) < self._pool_size:
-            connection.h11.start_next_cycle()
+            connection.start_next_request()
             connection.idle_since = trio.current_time()
             self._idle.append(connection)
             return
