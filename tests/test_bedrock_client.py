@@ -473,3 +473,20 @@ async def test_client_pools_a_connection_whose_empty_body_was_not_read() -> None
             nursery.cancel_scope.cancel()
 
     assert [request.connection_id for request in fake.requests] == [1, 1]
+
+
+async def test_client_does_not_reuse_a_chunked_answer_that_said_close() -> None:
+    async def script(request: RecordedRequest, connection: ServerConnection) -> bool:
+        await connection.respond(200, b"bye", [("connection", "close")], chunked=True)
+        return False
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            fake = await open_fake_upstream(nursery, script)
+            async with client_for(fake) as client:
+                assert await post_and_read(client) == (200, b"bye")
+                assert client.pool.idle_count == 0
+                assert await post_and_read(client) == (200, b"bye")
+            nursery.cancel_scope.cancel()
+
+    assert [request.connection_id for request in fake.requests] == [1, 2]
