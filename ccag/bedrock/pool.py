@@ -219,6 +219,8 @@ class ConnectionPool:
         return None
 
     async def _connect(self) -> Connection:
+        # TODO: HTTPS_PROXY / NO_PROXY are not honoured; where Bedrock is only
+        # reachable through a proxy, every connect fails.
         endpoint = self._endpoint
         where = f"{endpoint.host}:{endpoint.port}"
         try:
