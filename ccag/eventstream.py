@@ -105,8 +105,11 @@ def encode_headers(headers: dict[str, str]) -> bytes:
         raw_name = name.encode()
         raw_value = value.encode()
         parts.append(
-            bytes((len(raw_name),)) + raw_name
-            + bytes((_STRING_TYPE,)) + struct.pack(">H", len(raw_value)) + raw_value
+            bytes((len(raw_name),))
+            + raw_name
+            + bytes((_STRING_TYPE,))
+            + struct.pack(">H", len(raw_value))
+            + raw_value
         )
     return b"".join(parts)
 
@@ -202,9 +205,7 @@ class EventStreamDecoder:
             self._compact()
 
     def _check_prelude(self, view: memoryview, offset: int) -> int:
-        total, headers_length, prelude_crc = _PRELUDE_WITH_CRC.unpack_from(
-            view, offset
-        )
+        total, headers_length, prelude_crc = _PRELUDE_WITH_CRC.unpack_from(view, offset)
         if zlib.crc32(view[offset : offset + 8]) != prelude_crc:
             raise EventStreamError("event stream prelude CRC mismatch")
         if total < _MIN_FRAME_BYTES:
@@ -224,7 +225,8 @@ class EventStreamDecoder:
                 f"event stream headers length {headers_length} exceeds the "
                 f"limit of {MAX_HEADERS_BYTES} bytes"
             )
-        return total
+        frame_length: int = total
+        return frame_length
 
     def _decode_frame(self, view: memoryview, offset: int, total: int) -> Frame:
         crc_at = offset + total - 4

@@ -62,7 +62,13 @@ def encode_event(event: bytes, data: bytes) -> bytes:
     if b"\n" not in data and b"\r" not in data:
         return b"event: " + event + b"\ndata: " + data + b"\n\n"
     lines = _LINE_END.split(data)
-    return b"event: " + event + b"\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+    return (
+        b"event: "
+        + event
+        + b"\n"
+        + b"".join(b"data: " + line + b"\n" for line in lines)
+        + b"\n"
+    )
 
 
 class SSEDecoder:
@@ -160,7 +166,9 @@ class SSEDecoder:
 
     def _handle_line(self, line: bytes, events: list[SSEEvent]) -> None:
         if len(line) > self._max_line_bytes:
-            raise SSEError(f"SSE line exceeds the limit of {self._max_line_bytes} bytes")
+            raise SSEError(
+                f"SSE line exceeds the limit of {self._max_line_bytes} bytes"
+            )
         if not line:
             self._dispatch(events)
             return

@@ -17,7 +17,6 @@ import uuid
 import zlib
 
 import botocore.eventstream
-
 from protocol_runner import instrumented, run
 
 with instrumented():
@@ -33,7 +32,10 @@ def build_frames(body: bytes) -> bytes:
     frames = []
     for piece in body.split(_FRAME_SEPARATOR):
         headers_length = piece[0] % len(piece) if piece else 0
-        raw_headers, payload = piece[1 : 1 + headers_length], piece[1 + headers_length :]
+        raw_headers, payload = (
+            piece[1 : 1 + headers_length],
+            piece[1 + headers_length :],
+        )
         total = 16 + len(raw_headers) + len(payload)
         prelude = struct.pack(">II", total, len(raw_headers))
         head = prelude + struct.pack(">I", zlib.crc32(prelude)) + raw_headers + payload
@@ -78,7 +80,10 @@ def check(data: bytes) -> None:
     if structured and whole_ok:
         ours = [
             (
-                {k: v.bytes if isinstance(v, uuid.UUID) else v for k, v in f.headers.items()},
+                {
+                    k: v.bytes if isinstance(v, uuid.UUID) else v
+                    for k, v in f.headers.items()
+                },
                 f.payload,
             )
             for f in whole
@@ -87,7 +92,9 @@ def check(data: bytes) -> None:
 
 
 SEEDS = [
-    encode_message({":message-type": "event", ":event-type": "chunk"}, b'{"bytes":"e30="}'),
+    encode_message(
+        {":message-type": "event", ":event-type": "chunk"}, b'{"bytes":"e30="}'
+    ),
     b"\x01" + b"\x20\x04name\x07\x00\x05value\x01t\x00" + b"payload",
     b"\x01" + b"\x10\x01a\x09" + bytes(16) + b"\xfe\xfe" + b"\x05\x01b\x05" + bytes(8),
 ]

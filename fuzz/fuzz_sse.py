@@ -22,7 +22,9 @@ _MAX_EVENT_BYTES = 128
 
 
 def _decode(data: bytes, pieces: list[bytes]) -> tuple[list[SSEEvent], bool]:
-    decoder = SSEDecoder(max_line_bytes=_MAX_LINE_BYTES, max_event_bytes=_MAX_EVENT_BYTES)
+    decoder = SSEDecoder(
+        max_line_bytes=_MAX_LINE_BYTES, max_event_bytes=_MAX_EVENT_BYTES
+    )
     events: list[SSEEvent] = []
     try:
         for piece in pieces:
@@ -54,7 +56,7 @@ def check(data: bytes) -> None:
 SEEDS = [
     b"event: a\r\ndata: 1\r\n\r\n: c\rdata:x\n\n",
     b"\xef\xbb\xbfdata: x\n\n",
-    b"message_delta\x00{\"type\":\"message_delta\"}",
+    b'message_delta\x00{"type":"message_delta"}',
 ]
 
 

@@ -30,7 +30,11 @@ with instrumented():
     from ccag.sse import SSEDecoder
 
 _PIECE_SEPARATOR = b"\xfe\xfe"
-_CHUNK_HEADERS = {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"}
+_CHUNK_HEADERS = {
+    ":event-type": "chunk",
+    ":content-type": "application/json",
+    ":message-type": "event",
+}
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 _GOOD_EVENTS = [
@@ -64,7 +68,13 @@ def build_stream(body: bytes) -> bytes:
             parts.append(_chunk(_GOOD_EVENTS[index]))
         elif kind == 3:
             parts.append(
-                encode_message({":message-type": "exception", ":exception-type": "throttlingException"}, rest)
+                encode_message(
+                    {
+                        ":message-type": "exception",
+                        ":exception-type": "throttlingException",
+                    },
+                    rest,
+                )
             )
         elif kind == 4:
             parts.append(encode_message(_CHUNK_HEADERS, rest))
@@ -73,7 +83,9 @@ def build_stream(body: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _translate(data: bytes, byte_by_byte: bool) -> tuple[bytes, tuple[object, ...], ResponseObserver]:
+def _translate(
+    data: bytes, byte_by_byte: bool
+) -> tuple[bytes, tuple[object, ...], ResponseObserver]:
     observer = ResponseObserver()
     translator = BedrockStreamTranslator("claude-test", observer, max_frame_bytes=8192)
     chunks: list[TranslatedChunk] = []
@@ -111,7 +123,9 @@ def check(data: bytes) -> None:
 
     events = SSEDecoder(max_line_bytes=1 << 30, max_event_bytes=1 << 30).feed(whole_sse)
     assert not whole_sse or whole_sse.endswith(b"\n\n")
-    event_lines = [line for line in whole_sse.split(b"\n") if line.startswith(b"event: ")]
+    event_lines = [
+        line for line in whole_sse.split(b"\n") if line.startswith(b"event: ")
+    ]
     assert len(event_lines) == len(events)
     names = [e.event for e in events]
     assert all(_EVENT_NAME.fullmatch(name) for name in names), names
@@ -127,8 +141,8 @@ def check(data: bytes) -> None:
 
 SEEDS = [
     b"\x01" + b"\xfe\xfe".join(b"\x02" + bytes((i,)) for i in (0, 1, 3, 3, 4, 6, 7)),
-    b"\x01\x02\x00\xfe\xfe\x03{\"message\":\"slow\"}",
-    b"\x01\x01content_block_delta\",\"x\":1}",
+    b'\x01\x02\x00\xfe\xfe\x03{"message":"slow"}',
+    b'\x01\x01content_block_delta","x":1}',
 ]
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 # Without atheris, enough examples to take minutes, not seconds.
 DEFAULT_HYPOTHESIS_EXAMPLES = 200_000
@@ -22,11 +23,11 @@ except ImportError:  # pragma: no cover - depends on the environment
     atheris = None
 
 
-def instrumented() -> ContextManager[object]:
+def instrumented() -> AbstractContextManager[object]:
     """Wrap the imports of the code under test so atheris sees its coverage."""
     if atheris is None:
         return contextlib.nullcontext()
-    instrument: ContextManager[object] = atheris.instrument_imports()
+    instrument: AbstractContextManager[object] = atheris.instrument_imports()
     return instrument
 
 

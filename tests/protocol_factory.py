@@ -89,7 +89,11 @@ def text_reply_events(
                 },
             },
         },
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "text", "text": ""},
+        },
     ]
     for piece in text_pieces:
         events.append(

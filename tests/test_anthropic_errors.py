@@ -15,11 +15,15 @@ from ccag.anthropic.errors import (
 from ccag.bedrock.facts import bedrock_facts
 
 ERROR_FACTS = {
-    name: fact for name, fact in bedrock_facts()["errors"].items() if not name.startswith("_")
+    name: fact
+    for name, fact in bedrock_facts()["errors"].items()
+    if not name.startswith("_")
 }
 
 
-def bedrock_error(status: int, name: str | None, body: bytes, **headers: str) -> UpstreamApiError:
+def bedrock_error(
+    status: int, name: str | None, body: bytes, **headers: str
+) -> UpstreamApiError:
     header_list = [(key.replace("_", "-"), value) for key, value in headers.items()]
     if name is not None:
         header_list.append(("X-Amzn-ErrorType", name))
@@ -30,7 +34,11 @@ def bedrock_error(status: int, name: str | None, body: bytes, **headers: str) ->
 def test_response_error_named_in_header_follows_the_facts(name: str) -> None:
     fact = ERROR_FACTS[name]
 
-    error = bedrock_error(400, f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/", b'{"message":"m"}')
+    error = bedrock_error(
+        400,
+        f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        b'{"message":"m"}',
+    )
 
     assert (error.status, error.error_type, error.metric_error_type) == (
         fact["status"],
@@ -86,7 +94,11 @@ def test_response_error_without_a_name_falls_back_on_status(
 ) -> None:
     error = bedrock_error(upstream, None, b"")
 
-    assert (error.status, error.error_type, error.metric_error_type) == (status, error_type, metric)
+    assert (error.status, error.error_type, error.metric_error_type) == (
+        status,
+        error_type,
+        metric,
+    )
     assert error.message == f"Bedrock returned HTTP {upstream}"
 
 
@@ -106,7 +118,15 @@ def test_response_error_ignores_a_name_that_is_not_a_name() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"<html>502 Bad Gateway</html>", b"\xff\xfe\x00", b"[1,2]", b'"text"', b"{" * 100_000, b"{" * 1000],
+    [
+        b"",
+        b"<html>502 Bad Gateway</html>",
+        b"\xff\xfe\x00",
+        b"[1,2]",
+        b'"text"',
+        b"{" * 100_000,
+        b"{" * 1000,
+    ],
 )
 def test_response_error_garbage_body_gives_a_clean_error(body: bytes) -> None:
     error = bedrock_error(500, "InternalServerException", body)
@@ -141,7 +161,9 @@ def test_response_error_message_loses_account_ids_and_arns() -> None:
         "in account 123456789012."
     )
 
-    error = bedrock_error(403, "AccessDeniedException", json.dumps({"message": message}).encode())
+    error = bedrock_error(
+        403, "AccessDeniedException", json.dumps({"message": message}).encode()
+    )
 
     assert "123456789012" not in error.message
     assert "210987654321" not in error.message
@@ -159,7 +181,9 @@ def test_scrub_message_keeps_other_numbers() -> None:
 
 
 def test_throttle_passes_bedrock_retry_after_on() -> None:
-    error = bedrock_error(429, "ThrottlingException", b'{"message":"slow down"}', retry_after="17")
+    error = bedrock_error(
+        429, "ThrottlingException", b'{"message":"slow down"}', retry_after="17"
+    )
 
     assert ("retry-after", "17") in error.headers
     assert error.is_throttle
@@ -205,7 +229,11 @@ def test_exception_frame_maps_to_the_clients_error(
 ) -> None:
     error = error_from_exception_frame(exception_type, b'{"message":"went wrong"}')
 
-    assert (error.status, error.error_type, error.metric_error_type) == (status, error_type, metric)
+    assert (error.status, error.error_type, error.metric_error_type) == (
+        status,
+        error_type,
+        metric,
+    )
     assert error.message == "went wrong"
     event = error.sse_event()
     assert event.startswith(b"event: error\ndata: ")
@@ -233,10 +261,14 @@ def test_exception_frame_with_garbage_payload() -> None:
     ],
 )
 def test_error_event_in_stream_keeps_its_type(error_type: str, status: int) -> None:
-    error = error_from_error_event({"type": "error", "error": {"type": error_type, "message": "m"}})
+    error = error_from_error_event(
+        {"type": "error", "error": {"type": error_type, "message": "m"}}
+    )
 
     assert error.status == status
-    assert error.error_type == (error_type if error_type != "made_up_error" else "api_error")
+    assert error.error_type == (
+        error_type if error_type != "made_up_error" else "api_error"
+    )
 
 
 def test_error_event_without_details() -> None:

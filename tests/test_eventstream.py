@@ -297,7 +297,9 @@ _header_values = st.one_of(
     st.integers(-(2**31), 2**31 - 1).map(lambda v: (4, struct.pack(">i", v))),
     st.integers(-(2**63), 2**63 - 1).map(lambda v: (5, struct.pack(">q", v))),
     st.binary(max_size=40).map(lambda v: (6, struct.pack(">H", len(v)) + v)),
-    st.text(max_size=40).map(lambda v: (7, struct.pack(">H", len(v.encode())) + v.encode())),
+    st.text(max_size=40).map(
+        lambda v: (7, struct.pack(">H", len(v.encode())) + v.encode())
+    ),
     st.integers(-(2**63), 2**63 - 1).map(lambda v: (8, struct.pack(">q", v))),
     st.binary(min_size=16, max_size=16).map(lambda v: (9, v)),
 )
@@ -319,7 +321,10 @@ def _comparable(frames: list[Frame]) -> list[tuple[dict[str, object], bytes]]:
     # botocore leaves UUIDs as their 16 raw bytes.
     return [
         (
-            {k: v.bytes if isinstance(v, uuid.UUID) else v for k, v in f.headers.items()},
+            {
+                k: v.bytes if isinstance(v, uuid.UUID) else v
+                for k, v in f.headers.items()
+            },
             f.payload,
         )
         for f in frames
@@ -378,4 +383,3 @@ def test_decoder_header_block_with_any_tail_parses_or_raises(
     except EventStreamError:
         return
     assert got.payload == b"payload"
-

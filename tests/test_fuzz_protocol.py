@@ -8,8 +8,8 @@ below.
 import importlib.util
 import pathlib
 import sys
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -28,7 +28,9 @@ def load_target(name: str) -> ModuleType:
     return module
 
 
-TARGETS = {name: load_target(name) for name in ("fuzz_eventstream", "fuzz_sse", "fuzz_stream")}
+TARGETS = {
+    name: load_target(name) for name in ("fuzz_eventstream", "fuzz_sse", "fuzz_stream")
+}
 
 
 def run_checks(check: Callable[[bytes], None], seeds: list[bytes]) -> None:
@@ -70,8 +72,10 @@ REGRESSIONS = [
     # in close(), so the harness must send close()'s error event too.
     (
         "fuzz_stream",
-        b"\xff\xfe :.\xff\xfe\xff\x10m\xfe\xff\xfe\xfe\x1d\x00\x00\x00\x00\x00\x00\x00m"
-        b"\xfe\xff\xfe\xfe\xac\xff\x10",
+        (
+            b"\xff\xfe :.\xff\xfe\xff\x10m\xfe\xff\xfe\xfe\x1d\x00\x00\x00\x00\x00\x00\x00m"
+            b"\xfe\xff\xfe\xfe\xac\xff\x10"
+        ),
     ),
 ]
 

@@ -26,12 +26,21 @@ def tool_reply_events() -> list[dict[str, Any]]:
                 "usage": {"input_tokens": 5, "output_tokens": 1},
             },
         },
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": ""},
+        },
         {"type": "content_block_stop", "index": 0},
         {
             "type": "content_block_start",
             "index": 1,
-            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {}},
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_1",
+                "name": "Bash",
+                "input": {},
+            },
         },
         {
             "type": "content_block_delta",
@@ -42,13 +51,23 @@ def tool_reply_events() -> list[dict[str, Any]]:
         {
             "type": "content_block_start",
             "index": 2,
-            "content_block": {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+            "content_block": {
+                "type": "server_tool_use",
+                "id": "srvtoolu_1",
+                "name": "web_search",
+                "input": {},
+            },
         },
         {"type": "content_block_stop", "index": 2},
         {
             "type": "content_block_start",
             "index": 3,
-            "content_block": {"type": "tool_use", "id": "toolu_2", "name": "mcp__github__list", "input": {}},
+            "content_block": {
+                "type": "tool_use",
+                "id": "toolu_2",
+                "name": "mcp__github__list",
+                "input": {},
+            },
         },
         {"type": "content_block_stop", "index": 3},
         {
@@ -120,7 +139,13 @@ def test_observer_output_tokens_last_value_wins() -> None:
     for output in (1, 40, 39, 90):
         observer.observe_event(
             b"message_delta",
-            json.dumps({"type": "message_delta", "delta": {}, "usage": {"output_tokens": output}}).encode(),
+            json.dumps(
+                {
+                    "type": "message_delta",
+                    "delta": {},
+                    "usage": {"output_tokens": output},
+                }
+            ).encode(),
         )
 
     assert observer.usage.output_tokens == 90
@@ -178,10 +203,14 @@ def test_observer_records_error_event() -> None:
     observer = ResponseObserver()
 
     observer.observe_event(
-        b"error", b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+        b"error",
+        b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
     )
 
-    assert (observer.error_type, observer.error_message) == ("overloaded_error", "Overloaded")
+    assert (observer.error_type, observer.error_message) == (
+        "overloaded_error",
+        "Overloaded",
+    )
     assert not observer.saw_message_stop
 
 

@@ -9,7 +9,9 @@ from ccag.sse import SSEDecoder, SSEEvent, encode_event
 from tests.protocol_factory import load_wire_examples
 
 
-def decode(data: bytes, pieces: list[int] | None = None, **limits: int) -> list[SSEEvent]:
+def decode(
+    data: bytes, pieces: list[int] | None = None, **limits: int
+) -> list[SSEEvent]:
     decoder = SSEDecoder(**limits)
     if pieces is None:
         events = decoder.feed(data)
@@ -45,7 +47,9 @@ def test_encode_event_empty_data_still_dispatches() -> None:
         (b"a\n\nb", b"a\n\nb"),
     ],
 )
-def test_encode_event_line_breaks_become_data_lines(data: bytes, expected: bytes) -> None:
+def test_encode_event_line_breaks_become_data_lines(
+    data: bytes, expected: bytes
+) -> None:
     raw = encode_event(b"message_delta", data)
 
     assert raw.count(b"\n\n") >= 1 and raw.endswith(b"\n\n")
@@ -86,7 +90,10 @@ def test_decoder_crlf_split_between_cr_and_lf() -> None:
     raw = b"data: 1\r\n\r\ndata: 2\r\n\r\n"
 
     for cut in range(len(raw) + 1):
-        assert decode(raw, [cut]) == [SSEEvent("message", b"1"), SSEEvent("message", b"2")]
+        assert decode(raw, [cut]) == [
+            SSEEvent("message", b"1"),
+            SSEEvent("message", b"2"),
+        ]
 
 
 def test_decoder_skips_comments_and_unknown_fields() -> None:

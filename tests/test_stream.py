@@ -15,7 +15,6 @@ from ccag.sse import SSEDecoder, SSEEvent
 from tests.protocol_factory import (
     CHUNK_HEADERS,
     chunk_frame,
-    exception_frame,
     frame,
     load_wire_examples,
     string_headers,
@@ -24,7 +23,9 @@ from tests.protocol_factory import (
 
 WIRE = load_wire_examples()
 RECORDED_STREAM = base64.b64decode(WIRE["aws_eventstream"]["whole_stream_base64"])
-RECORDED_EXCEPTION = base64.b64decode(WIRE["aws_eventstream"]["exception_frame"]["base64"])
+RECORDED_EXCEPTION = base64.b64decode(
+    WIRE["aws_eventstream"]["exception_frame"]["base64"]
+)
 MALFORMED = "Bedrock sent a malformed event stream"
 
 
@@ -128,7 +129,9 @@ def test_translator_text_that_mentions_bedrock_keys_is_untouched() -> None:
 
 
 def test_translator_rewrites_model_in_message_start_only() -> None:
-    got = sse_events(translate(stream_of(text_reply_events(["a"])), model="claude-opus-4-1")[0])
+    got = sse_events(
+        translate(stream_of(text_reply_events(["a"])), model="claude-opus-4-1")[0]
+    )
 
     start = json.loads(got[0].data)
     assert start["message"]["model"] == "claude-opus-4-1"
@@ -143,7 +146,11 @@ def test_translator_every_data_object_has_the_type_of_its_event() -> None:
 
 def test_translator_exception_mid_stream_ends_with_one_error_event() -> None:
     events = text_reply_events(["a", "b"])[:3]
-    raw = stream_of(events) + RECORDED_EXCEPTION + chunk_frame(text_reply_events(["c"])[2])
+    raw = (
+        stream_of(events)
+        + RECORDED_EXCEPTION
+        + chunk_frame(text_reply_events(["c"])[2])
+    )
 
     chunks, observer, translator = translate(raw, [len(raw) - 5])
 
@@ -167,20 +174,28 @@ def test_translator_exception_mid_stream_ends_with_one_error_event() -> None:
 
 def test_translator_error_event_inside_a_chunk_ends_the_stream() -> None:
     events = text_reply_events(["a"])[:2] + [
-        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": "Overloaded"},
+        }
     ]
 
     (chunk,), observer, _ = translate(stream_of(events))
 
     assert sse_events([chunk])[-1] == SSEEvent(
-        "error", b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+        "error",
+        b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
     )
     assert chunk.finished and chunk.error is not None and chunk.error.status == 529
     assert observer.error_type == "overloaded_error"
 
 
 def test_translator_protocol_error_frame_ends_the_stream() -> None:
-    headers = {":message-type": "error", ":error-code": "InternalFailure", ":error-message": "boom"}
+    headers = {
+        ":message-type": "error",
+        ":error-code": "InternalFailure",
+        ":error-message": "boom",
+    }
     raw = stream_of(text_reply_events(["a"])[:1]) + frame(string_headers(headers), b"")
 
     (chunk,), _, _ = translate(raw)
@@ -193,11 +208,18 @@ def test_translator_protocol_error_frame_ends_the_stream() -> None:
 def test_translator_ignores_unknown_frames() -> None:
     unknown_message = frame(string_headers({":message-type": "surprise"}), b"\x00")
     other_event = frame(
-        string_headers({":message-type": "event", ":event-type": "initial-response"}), b"{}"
+        string_headers({":message-type": "event", ":event-type": "initial-response"}),
+        b"{}",
     )
     no_headers = frame(b"", b"")
     events = text_reply_events(["a"])
-    raw = chunk_frame(events[0]) + unknown_message + other_event + no_headers + stream_of(events[1:])
+    raw = (
+        chunk_frame(events[0])
+        + unknown_message
+        + other_event
+        + no_headers
+        + stream_of(events[1:])
+    )
 
     (chunk,), _, _ = translate(raw)
 
@@ -216,9 +238,13 @@ def test_translator_unknown_event_type_is_forwarded() -> None:
 
 def test_translator_unusual_json_shapes_take_the_slow_path() -> None:
     spaced_event = b'{ "index": 0, "type": "content_block_stop" }'
-    escaped_slash_payload = json.dumps(
-        {"bytes": base64.b64encode(b'{"type":"ping","s":"\xfb\xff"}').decode()}
-    ).replace("/", "\\/").encode()
+    escaped_slash_payload = (
+        json.dumps(
+            {"bytes": base64.b64encode(b'{"type":"ping","s":"\xfb\xff"}').decode()}
+        )
+        .replace("/", "\\/")
+        .encode()
+    )
     assert b"\\/" in escaped_slash_payload
     events = text_reply_events(["a"])
     raw = (
@@ -251,13 +277,18 @@ def test_translator_unusual_json_shapes_take_the_slow_path() -> None:
     ],
 )
 def test_translator_malformed_chunk_becomes_an_api_error(payload: bytes) -> None:
-    raw = chunk_frame(text_reply_events(["a"])[0]) + frame(string_headers(CHUNK_HEADERS), payload)
+    raw = chunk_frame(text_reply_events(["a"])[0]) + frame(
+        string_headers(CHUNK_HEADERS), payload
+    )
 
     (chunk,), _, translator = translate(raw)
 
     got = sse_events([chunk])
     assert [e.event for e in got] == ["message_start", "error"]
-    assert json.loads(got[-1].data)["error"] == {"type": "api_error", "message": MALFORMED}
+    assert json.loads(got[-1].data)["error"] == {
+        "type": "api_error",
+        "message": MALFORMED,
+    }
     assert chunk.finished and chunk.error is not None and chunk.error.status == 502
     assert translator.close() is None
 
@@ -266,7 +297,7 @@ def test_translator_bad_crc_becomes_an_api_error() -> None:
     raw = bytearray(RECORDED_STREAM)
     raw[-1] ^= 0xFF
 
-    chunks, _, translator = translate(bytes(raw), [len(raw) - 10])
+    chunks, _, _ = translate(bytes(raw), [len(raw) - 10])
 
     got = sse_events(chunks)
     assert got[-2].event == "message_delta"
@@ -276,7 +307,7 @@ def test_translator_bad_crc_becomes_an_api_error() -> None:
 
 def test_translator_close_without_message_stop_is_an_error() -> None:
     events = text_reply_events(["a"])[:-1]
-    chunks, observer, translator = translate(stream_of(events))
+    chunks, _, translator = translate(stream_of(events))
 
     error = translator.close()
 
@@ -302,7 +333,12 @@ def test_translator_observer_sees_tool_calls_and_usage() -> None:
     events[1] = {
         "type": "content_block_start",
         "index": 0,
-        "content_block": {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}},
+        "content_block": {
+            "type": "tool_use",
+            "id": "toolu_1",
+            "name": "Read",
+            "input": {},
+        },
     }
     events[-2]["usage"] = {"output_tokens": 33}
 
@@ -325,7 +361,11 @@ def test_translate_message_body_sets_model_and_observes() -> None:
                 {"type": "tool_use", "id": "t", "name": "Bash", "input": {}},
             ],
             "stop_reason": "tool_use",
-            "usage": {"input_tokens": 12, "output_tokens": 5, "cache_read_input_tokens": 7},
+            "usage": {
+                "input_tokens": 12,
+                "output_tokens": 5,
+                "cache_read_input_tokens": 7,
+            },
             "amazon-bedrock-invocationMetrics": {"inputTokenCount": 12},
         }
     ).encode()
@@ -342,7 +382,9 @@ def test_translate_message_body_sets_model_and_observes() -> None:
 
 
 def test_translate_message_body_keeps_lone_surrogates_escaped() -> None:
-    out = translate_message_body(b'{"content":[{"type":"text","text":"\\ud800"}]}', "m", ResponseObserver())
+    out = translate_message_body(
+        b'{"content":[{"type":"text","text":"\\ud800"}]}', "m", ResponseObserver()
+    )
 
     assert json.loads(out)["content"][0]["text"] == "\ud800"
 

@@ -148,12 +148,18 @@ def error_from_exception_frame(exception_type: str, payload: bytes) -> UpstreamA
     exception = _exception_name(exception_type)
     fact = error_fact(exception) if exception else None
     if fact is not None:
-        status, error_type, metric = int(fact["status"]), str(fact["type"]), str(fact["metric"])
+        status, error_type, metric = (
+            int(fact["status"]),
+            str(fact["type"]),
+            str(fact["metric"]),
+        )
     else:
         status, error_type, metric = 500, "api_error", METRIC_STREAM_ERROR
 
     message = _message(_json_fields(payload)) or _default_message(None, exception)
-    extra_headers = [("retry-after", str(DEFAULT_RETRY_AFTER_SECONDS))] if status == 429 else []
+    extra_headers = (
+        [("retry-after", str(DEFAULT_RETRY_AFTER_SECONDS))] if status == 429 else []
+    )
     return UpstreamApiError(
         status,
         message,
@@ -174,7 +180,9 @@ def error_from_error_event(event: dict[str, Any]) -> UpstreamApiError:
     status = _STATUS_BY_ERROR_TYPE[error_type]
     message = _message(error) or "Bedrock reported an error in the stream"
     metric = _METRIC_BY_STATUS.get(status, METRIC_STREAM_ERROR)
-    extra_headers = [("retry-after", str(DEFAULT_RETRY_AFTER_SECONDS))] if status == 429 else []
+    extra_headers = (
+        [("retry-after", str(DEFAULT_RETRY_AFTER_SECONDS))] if status == 429 else []
+    )
     return UpstreamApiError(
         status, message, error_type, extra_headers, metric_error_type=metric
     )

@@ -145,7 +145,10 @@ class ResponseObserver:
                 setattr(self.usage, attribute, value)
 
     def _take_tool_call(self, block: object) -> None:
-        if not isinstance(block, dict) or block.get("type") not in TOOL_CALL_BLOCK_TYPES:
+        if (
+            not isinstance(block, dict)
+            or block.get("type") not in TOOL_CALL_BLOCK_TYPES
+        ):
             return
         name = block.get("name")
         if isinstance(name, str):

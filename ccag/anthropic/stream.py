@@ -173,9 +173,10 @@ class BedrockStreamTranslator:
         return TranslatedChunk(sse + error.sse_event(), error, True)
 
     def _translate_frame(self, frame: Frame) -> bytes:
-        message_type = frame.message_type
+        # Plain dict lookups: this runs once per event of every stream.
+        message_type = frame.headers.get(":message-type")
         if message_type == "event":
-            if frame.event_type != "chunk":
+            if frame.headers.get(":event-type") != "chunk":
                 return b""
             try:
                 return self._translate_event(_chunk_event(frame.payload))
