@@ -124,6 +124,9 @@ class Http2Connection:
             client_side=False, header_encoding=None, validate_inbound_headers=True
         )
         self._h2 = h2.connection.H2Connection(config=h2_config)
+        # TODO: a client that opens more streams than MAX_CONCURRENT_STREAMS gets
+        # h2's connection error (GOAWAY PROTOCOL_ERROR), not the stream-level
+        # REFUSED_STREAM RFC 9113 5.1.2 asks for, so its other streams die too.
         self._h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
