@@ -97,6 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
         "h2_max_concurrent_streams", int, 128,
         "HTTP/2 streams a client may open at once on one connection", _positive,
     ),
+    Setting("write_timeout", float, 60.0, "seconds a client may leave a response unread before it is dropped", _positive),
     Setting(
         "shutdown_grace", float, 30.0,
         "seconds in-flight requests get to finish after SIGTERM", _not_negative,

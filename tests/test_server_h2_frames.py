@@ -330,3 +330,29 @@ async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream
                         body += frame.data
                 assert body == b"finished"
         # serve returned on its own once the stream was done.
+
+
+async def test_h2_frames_a_window_that_never_opens_ends_the_stream() -> None:
+    finished = trio.Event()
+
+    async def handler(request: Request, responder: Responder) -> None:
+        try:
+            await responder.start_response(200, [("content-type", "text/plain")])
+            await responder.send_data(b"x" * 100)
+        finally:
+            finished.set()
+
+    config = make_config(write_timeout=0.3)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve, handler, config)
+            zero_window = SettingsFrame(
+                0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}
+            )
+            async with raw_connection(port, zero_window) as client:
+                await client.send(
+                    client.headers(1, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
+                )
+                assert await client.error() == ("rst", ErrorCodes.CANCEL)
+                await finished.wait()
+            nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ import h11
 import trio
 
 from ccag.config import Config, load_config
+from ccag.errors import ClientDisconnected
 from ccag.server import Request, Responder, serve
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
@@ -460,3 +461,28 @@ async def test_http1_shutdown_does_not_wait_for_a_silent_new_connection() -> Non
             assert await silent.read_until_closed() == b""
             await close_clients()
         # serve returned well before the 30 s grace.
+
+
+async def test_http1_client_that_reads_nothing_is_dropped_after_the_write_timeout() -> (
+    None
+):
+    outcome: list[str] = []
+
+    async def handler(request: Request, responder: Responder) -> None:
+        await responder.start_response(
+            200, [("content-type", "application/octet-stream")]
+        )
+        try:
+            while True:
+                await responder.send_data(b"z" * 65536)
+        except ClientDisconnected:
+            outcome.append("disconnected")
+            raise
+
+    with trio.fail_after(10):
+        async with running(handler, make_config(write_timeout=0.3)) as port:
+            client = await Client.open(port)
+            await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            while not outcome:
+                await trio.sleep(0.05)
+            assert outcome == ["disconnected"]

@@ -68,6 +68,8 @@ class Http1Connection:
         self._max_body_bytes: int = config.max_body_bytes
         self._request_timeout: float = config.request_timeout
         self._keepalive_timeout: float = config.keepalive_timeout
+        self._write_timeout: float = config.write_timeout
+        self._write_failed = False
         self._conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._max_header_bytes
         )
@@ -321,12 +323,20 @@ class Http1Connection:
     async def _write(self, data: bytes | None) -> None:
         if not data:
             return
-        if self._reader.is_closed:
+        if self._reader.is_closed or self._write_failed:
             raise ClientDisconnected("the client closed the connection")
         try:
-            await self._stream.send_all(data)
+            with trio.move_on_after(self._write_timeout) as scope:
+                await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._write_failed = True
             raise ClientDisconnected("the client closed the connection") from exc
+        if scope.cancelled_caught:
+            # A client that reads nothing would hold the handler forever.
+            self._write_failed = True
+            raise ClientDisconnected(
+                f"the client read nothing for {self._write_timeout}s"
+            )
 
     async def _send_error(self, error: ApiError, request_id: str) -> None:
         """Send a final error response if the exchange still allows one."""

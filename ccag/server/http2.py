@@ -118,6 +118,7 @@ class Http2Connection:
         self._max_body_bytes: int = config.max_body_bytes
         self._request_timeout: float = config.request_timeout
         self._keepalive_timeout: float = config.keepalive_timeout
+        self._write_timeout: float = config.write_timeout
         self._client = peer_address(stream)
 
         h2_config = h2.config.H2Configuration(
@@ -387,14 +388,39 @@ class Http2Connection:
         if self._is_broken:
             raise ClientDisconnected("the client closed the connection")
         try:
-            await self._stream.send_all(data)
+            with trio.move_on_after(self._write_timeout) as scope:
+                await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._on_peer_closed()
             raise ClientDisconnected("the client closed the connection") from exc
+        if scope.cancelled_caught:
+            # The client stopped reading the whole connection.
+            self._on_peer_closed()
+            raise ClientDisconnected(
+                f"the client read nothing for {self._write_timeout}s"
+            )
 
-    async def wait_for_window(self) -> None:
-        """Wait until a WINDOW_UPDATE, a settings change, a reset or a close."""
-        await self._window_opened.wait()
+    async def wait_for_window(self, stream: _Stream) -> None:
+        """Wait until a WINDOW_UPDATE, a settings change, a reset or a close.
+
+        Raises:
+            ClientDisconnected: the window stayed shut for ``write_timeout``
+                seconds; the stream is reset, since a client that never opens
+                it would hold the handler forever.
+        """
+        with trio.move_on_after(self._write_timeout):
+            await self._window_opened.wait()
+            return
+        logger.debug(
+            "request %s: flow-control window shut for %ss",
+            stream.request_id,
+            self._write_timeout,
+        )
+        stream.is_reset = True
+        await self._reset(stream, h2.errors.ErrorCodes.CANCEL)
+        raise ClientDisconnected(
+            f"the client opened no window for {self._write_timeout}s"
+        )
 
     # Streams
 
@@ -626,7 +652,7 @@ class Http2Responder(Responder):
             except h2.exceptions.StreamClosedError as exc:
                 raise ClientDisconnected("the stream is closed") from exc
             if window <= 0:
-                await connection.wait_for_window()
+                await connection.wait_for_window(self._stream)
                 continue
 
             # As many frames as the window allows, then one write.
