@@ -14,7 +14,7 @@ from ccag.config import load_config
 from ccag.errors import ApiError
 from ccag.server import Headers, Request, Responder, serve
 from ccag.telemetry import Telemetry
-from prometheus_fixture import running_prometheus
+from tests.prometheus_fixture import running_prometheus
 
 ADMIN_TOKEN = "ccag-test-admin-token"
 USER_TOKEN = "ccag-test-user-token"

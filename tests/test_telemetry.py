@@ -23,7 +23,7 @@ from ccag.telemetry import (
     series_cap,
 )
 from ccag.telemetry.otlp import OtlpSettings
-from prometheus_fixture import require_binary
+from tests.prometheus_fixture import require_binary
 
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1"]
 ENDPOINTS = ["us-east-1", "us-west-2"]

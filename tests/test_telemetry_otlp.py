@@ -11,7 +11,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from ccag.telemetry import Telemetry
-from otlp_receiver import OtlpReceiver
+from tests.otlp_receiver import OtlpReceiver
 
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1"]
 ENDPOINTS = ["us-east-1"]

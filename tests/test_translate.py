@@ -20,7 +20,7 @@ from ccag.anthropic.models import ModelCatalog, ResolvedModel
 from ccag.anthropic.translate import translate_messages
 from ccag.bedrock.facts import shipped_models
 from ccag.errors import ApiError
-from golden_translate import run_case
+from tests.golden_translate import run_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
 import fuzz_translate  # noqa: E402

@@ -286,6 +286,8 @@ class _Translation:
         if not accepted or not isinstance(value, dict):
             return self._drop("thinking")
         kind = value.get("type")
+        if not isinstance(kind, str):
+            raise invalid_request("thinking.type: must be a string such as 'enabled'")
         if kind in accepted:
             return self._without_refused_keys("thinking", value)
         if kind == "adaptive" and "enabled" in accepted:
