@@ -19,6 +19,7 @@ import trio
 
 from ccag.anthropic.capabilities import CapabilityMemory
 from ccag.anthropic.models import ModelCatalog
+from ccag.api.admin import register_admin_routes
 from ccag.api.count_tokens import CountTokensRoute
 from ccag.api.health import ReadyRoute, health, root
 from ccag.api.messages import MessagesRoute
@@ -200,9 +201,10 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     router.add("GET", "/metrics", metrics)
 
     async def login(request: Any, responder: Any) -> None:
-        await login_handler(request, responder, sessions)
+        await login_handler(request, responder, sessions, services.telemetry.auth_failure)
 
     router.add("POST", "/auth/login", login)
+    register_admin_routes(router, services, sessions, store)
     return router
 
 

@@ -109,11 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(subparsers)
 
+    from ccag.admin_cli import register as register_admin
     from ccag.auth.cli import register as register_keys
     from ccag.simulator.cli import register as register_simulator
 
     register_simulator(subparsers)
     register_keys(subparsers)
+    register_admin(subparsers)
     return parser
 
 

@@ -146,6 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
     # Administration.
     Setting("admin_username", str, "admin", "bootstrap admin user name"),
     Setting("admin_password", str, None, "bootstrap admin password"),
+    Setting("allow_default_admin_password", bool, False, "accept the well-known bootstrap admin password 'admin' outside simulator mode"),
     Setting("session_ttl", float, 12 * 3600.0, "seconds an admin session lasts", _positive),
     # Logging.
     Setting("log_level", str, "info", "debug, info, warning or error"),

@@ -3,6 +3,10 @@
 Claude Code adds ``?beta=true`` to every call and some clients add a trailing
 slash, so the query is ignored and one trailing slash tolerated. Anything
 without a route gets Anthropic's JSON error envelope, never HTML.
+
+Paths that carry an id (``/admin/keys/{id}``) are prefix routes: consulted
+only when no exact route matches, longest prefix first, so the hot path
+(``POST /v1/messages``) stays one dict lookup.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from ccag.server.types import Handler, Request, Responder
 class Router:
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], Handler] = {}
+        self._prefixes: list[tuple[str, str, Handler]] = []
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         self._routes[(method, path)] = handler
@@ -22,11 +27,27 @@ class Router:
             # HEAD is GET without a body; the shell drops the body itself.
             self._routes.setdefault(("HEAD", path), handler)
 
+    def add_prefix(self, method: str, prefix: str, handler: Handler) -> None:
+        """Route every path that starts with ``prefix`` (which should end in
+        ``/``) and has no exact route; the handler reads the rest itself."""
+        self._prefixes.append((method, prefix, handler))
+        if method == "GET":
+            self._prefixes.append(("HEAD", prefix, handler))
+        self._prefixes.sort(key=lambda route: len(route[1]), reverse=True)
+
+    def _match_prefix(self, method: str, path: str) -> Handler | None:
+        for route_method, prefix, handler in self._prefixes:
+            if route_method == method and path.startswith(prefix) and len(path) > len(prefix):
+                return handler
+        return None
+
     async def __call__(self, request: Request, responder: Responder) -> None:
         path = request.path
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
         handler = self._routes.get((request.method, path))
+        if handler is None and self._prefixes:
+            handler = self._match_prefix(request.method, path)
         if handler is None:
             error = ApiError(
                 404,

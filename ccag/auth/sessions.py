@@ -40,7 +40,7 @@ from ccag.auth.keys import (
     presented_credentials,
 )
 from ccag.auth.passwords import dummy_hash, generate_password, hash_password, verify_password
-from ccag.errors import ApiError
+from ccag.errors import ApiError, ConfigError
 from ccag.server.types import Headers
 from ccag.store import Connection, Store, StoreError, identity
 
@@ -49,6 +49,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SESSION_PREFIX = "ccag-session-"
+
+# The bootstrap admin's well-known password: convenient for a local demo,
+# an open door anywhere else, hence refused outside simulator mode unless
+# ``allow_default_admin_password`` says the operator means it.
+DEFAULT_ADMIN_PASSWORD = "admin"
 SESSION_RANDOM_BYTES = 32
 SESSION_TOKEN_LENGTH = len(SESSION_PREFIX) + 43
 
@@ -258,6 +263,21 @@ class SessionManager:
                 ``expired_session`` for session tokens) or 403 (``not_admin``).
             ApiError: 503, the store is unavailable.
         """
+        principal = await self.authenticate(headers, now)
+        if not principal.is_admin:
+            raise not_admin(principal)
+        return principal
+
+    async def authenticate(self, headers: Headers, now: float) -> Principal:
+        """Who a request to the admin API acts as, admin or member.
+
+        Accepts the same credentials as :meth:`authorize_admin`; when several
+        are valid, an admin one is preferred.
+
+        Raises:
+            AuthError: 401, as for :meth:`authorize_admin`.
+            ApiError: 503, the store is unavailable.
+        """
         credentials = presented_credentials(headers)
         if not credentials:
             raise missing_credentials()
@@ -273,13 +293,7 @@ class SessionManager:
             if principal.is_admin:
                 return principal
         if principals:
-            who = principals[0].user or principals[0].team or principals[0].key_name
-            raise AuthError(
-                403,
-                f"permission denied: {who!r} is not an admin; this endpoint needs an "
-                "admin session or an API key with the admin role",
-                NOT_ADMIN,
-            )
+            return principals[0]
         raise most_specific(refusals)
 
     async def _principal(self, credential: str, now: float) -> Principal:
@@ -341,6 +355,17 @@ class SessionManager:
             raise _store_unavailable(exc) from exc
 
 
+def not_admin(principal: Principal) -> AuthError:
+    """The 403 for a valid principal without the admin role."""
+    who = principal.user or principal.team or principal.key_name
+    return AuthError(
+        403,
+        f"permission denied: {who!r} is not an admin; this needs an admin "
+        "session or an API key with the admin role",
+        NOT_ADMIN,
+    )
+
+
 def _store_unavailable(exc: StoreError) -> ApiError:
     logger.error("admin authentication cannot use the store: %s", exc)
     return ApiError(503, "the gateway's store is unavailable; try again shortly")
@@ -355,24 +380,54 @@ async def ensure_bootstrap_admin(
 ) -> str | None:
     """Make sure the configured admin user exists and can log in.
 
-    With ``config.admin_password`` set, the admin's password is set to it at
-    every start (so changing the setting changes the password). Without it, a
-    password is generated the first time only and logged once at WARNING:
-    later starts leave the existing one alone.
+    The password policy:
+
+    * ``admin_password`` set: the admin's password is set to it at every
+      start (so changing the setting changes the password).
+    * The well-known :data:`DEFAULT_ADMIN_PASSWORD` is accepted only in
+      simulator mode or with ``allow_default_admin_password``, always with a
+      warning; otherwise configuring it stops the start with a ConfigError.
+    * ``admin_password`` unset, in simulator mode or with the default allowed:
+      a new admin gets the default password (an existing one keeps theirs).
+    * ``admin_password`` unset otherwise: a password is generated the first
+      time only and logged once at WARNING; an admin still holding the
+      default password (say, from an earlier simulator run on the same store)
+      gets a generated one instead.
 
     Args:
-        config: provides ``admin_username`` and ``admin_password``.
-        simulator_mode: the gateway serves from the simulator (said in the
-            log line; the password policy is the same).
+        config: provides ``admin_username``, ``admin_password`` and
+            ``allow_default_admin_password``.
+        simulator_mode: the gateway serves from the simulator.
         now: Unix time recorded as the user's creation time (default: now).
 
     Returns:
         The generated password, or None if none was generated.
+
+    Raises:
+        ConfigError: the default password is configured but not allowed.
     """
     created_at = time.time() if now is None else now
     name: str = config.admin_username
     configured: str | None = config.admin_password
-    password = configured if configured else generate_password()
+    allow_default = simulator_mode or bool(
+        getattr(config, "allow_default_admin_password", False)
+    )
+    if configured == DEFAULT_ADMIN_PASSWORD and not allow_default:
+        raise ConfigError(
+            f"admin_password is the well-known default {DEFAULT_ADMIN_PASSWORD!r}, "
+            "refused outside simulator mode: choose another password, or set "
+            "allow_default_admin_password (CCAG_ALLOW_DEFAULT_ADMIN_PASSWORD=true) "
+            "to accept the risk"
+        )
+
+    if configured:
+        password, only_if_unset = configured, False
+    elif allow_default:
+        password, only_if_unset = DEFAULT_ADMIN_PASSWORD, True
+    else:
+        password, only_if_unset = generate_password(), True
+        if await _holds_default_password(store, name):
+            only_if_unset = False
     password_hash = await trio.to_thread.run_sync(hash_password, password)
 
     is_set = await store.run(
@@ -381,17 +436,33 @@ async def ensure_bootstrap_admin(
             name=name,
             password_hash=password_hash,
             now=created_at,
-            only_if_unset=not configured,
+            only_if_unset=only_if_unset,
         )
     )
-    if configured or not is_set:
+    if password == DEFAULT_ADMIN_PASSWORD and (is_set or configured):
+        logger.warning(
+            "admin user %r has the well-known default password %r%s; anyone who can "
+            "reach this gateway can administer it",
+            name,
+            DEFAULT_ADMIN_PASSWORD,
+            " (simulator mode)" if simulator_mode else " (allow_default_admin_password)",
+        )
+    if configured or not is_set or password == DEFAULT_ADMIN_PASSWORD:
         return None
     logger.warning(
-        "created admin user %r%s with the generated password %s (shown only this "
+        "%s admin user %r%s with the generated password %s (shown only this "
         "once; set admin_password to choose one)",
+        "replaced the default password of" if not only_if_unset else "created",
         name,
         " for simulator mode" if simulator_mode else "",
         password,
     )
     return password
 
+
+async def _holds_default_password(store: Store, name: str) -> bool:
+    user = await store.run(functools.partial(identity.find_user, name=name), readonly=True)
+    if user is None or user.password_hash is None:
+        return False
+    stored = user.password_hash
+    return await trio.to_thread.run_sync(verify_password, DEFAULT_ADMIN_PASSWORD, stored)

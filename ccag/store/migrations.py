@@ -75,7 +75,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)",
         ),
     ),
-    # Spend records, budgets and Bedrock endpoints arrive as migrations 2+.
+    Migration(
+        2,
+        "administration: team membership, key lookups by owner",
+        (
+            # A user belongs to at most one team; the team a member's own new
+            # keys are charged to. Kept apart from ``users`` so the migration
+            # is plain CREATE statements (SQLite cannot ADD COLUMN IF NOT
+            # EXISTS, and every statement here must be safe to replay).
+            """CREATE TABLE IF NOT EXISTS team_members (
+                user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+                team_id TEXT NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
+                added_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS team_members_team_id ON team_members (team_id)",
+            "CREATE INDEX IF NOT EXISTS api_keys_user_id ON api_keys (user_id)",
+            "CREATE INDEX IF NOT EXISTS api_keys_team_id ON api_keys (team_id)",
+        ),
+    ),
+    # Spend records, budgets and Bedrock endpoints arrive as migrations 3+.
 )
 
 _CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
