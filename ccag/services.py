@@ -64,8 +64,10 @@ class Services:
 
     def finish(self, outcome: Outcome) -> None:
         """Report a finished request once: metrics, access log, spend."""
-        now = trio.current_time()
-        duration_ms = (now - outcome.started_at) * 1000.0
+        ended_at = outcome.completed_at
+        if ended_at is None:
+            ended_at = trio.current_time()
+        duration_ms = (ended_at - outcome.started_at) * 1000.0
         ttft_ms = None
         if outcome.first_content_at is not None:
             ttft_ms = (outcome.first_content_at - outcome.started_at) * 1000.0

@@ -179,3 +179,32 @@ def event_payloads(events: list[SSEEvent]) -> list[dict[str, Any]]:
         assert payload["type"] == event.event, (event.event, payload)
         payloads.append(payload)
     return payloads
+
+
+def flat_snapshot(telemetry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+    """``running.telemetry.snapshot()`` as ``(instrument name, labels) -> value``.
+
+    Labels are sorted ``(name, value)`` pairs; histograms give their
+    :class:`~ccag.telemetry.HistogramValue`.
+    """
+    flat = {}
+    for instrument, series in telemetry.snapshot():
+        for labels, value in series:
+            flat[(instrument.name, tuple(sorted(zip(instrument.labels, labels))))] = value
+    return flat
+
+
+def series(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The key of one series in :func:`flat_snapshot`."""
+    return name, tuple(sorted(labels.items()))
+
+
+def in_flight(telemetry: Any) -> int:
+    return int(flat_snapshot(telemetry)[series("ccag.requests.in_flight")])
+
+
+async def wait_until_idle(telemetry: Any, timeout: float = 2.0) -> None:
+    """Wait until no request is in flight (the last one's accounting is done)."""
+    with trio.fail_after(timeout):
+        while in_flight(telemetry) != 0:
+            await trio.sleep(0.01)

@@ -13,9 +13,12 @@ async def test_gateway_answers_the_sdk_streaming_and_not(tmp_path) -> None:
         async with open_gateway(tmp_path) as running:
 
             def call() -> tuple[str, str]:
-                client = anthropic.Anthropic(
+                with anthropic.Anthropic(
                     base_url=running.url, api_key=running.key, max_retries=0
-                )
+                ) as client:
+                    return call_with(client)
+
+            def call_with(client: anthropic.Anthropic) -> tuple[str, str]:
                 message = client.messages.create(
                     model="claude-sonnet-4-5",
                     max_tokens=64,

@@ -47,6 +47,10 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 # by the model's output limit, far below this.
 MAX_MESSAGE_BODY_BYTES = 64 * 1024 * 1024
 
+# After message_stop only the end of the chunked body is left; a Bedrock that
+# holds the connection open longer is not worth waiting for.
+DRAIN_TIMEOUT = 1.0
+
 
 class MessagesRoute:
     """The handler of ``POST /v1/messages``."""
@@ -64,13 +68,18 @@ class MessagesRoute:
             outcome.status = error.status
             if outcome.error_type is None:
                 outcome.error_type = getattr(error, "metric_error_type", None)
-            await send_error(request, responder, error)
+            if not responder.is_started:
+                await send_error(request, responder, error)
+                outcome.completed_at = trio.current_time()
         except ClientDisconnected:
             outcome.status = CLIENT_CLOSED_STATUS
         except trio.Cancelled:
             # The shell cancels us when the client goes away (or at shutdown):
-            # the response is incomplete whatever status it started with.
-            outcome.status = CLIENT_CLOSED_STATUS
+            # the response is incomplete whatever status it started with,
+            # unless its last byte was already sent (a client that closes as
+            # soon as it read the end must not turn a finished answer into 499).
+            if outcome.completed_at is None:
+                outcome.status = CLIENT_CLOSED_STATUS
             raise
         finally:
             services.finish(outcome)
@@ -147,6 +156,7 @@ class MessagesRoute:
                     outcome.first_content_at = trio.current_time()
                     await send_json_bytes(responder, 200, message)
                     outcome.status = 200
+                    outcome.completed_at = trio.current_time()
         except UpstreamError as exc:
             error = upstream_failure(exc)
             outcome.error_type = error.metric_error_type
@@ -192,7 +202,7 @@ class MessagesRoute:
                     self.services.count_upstream_error(outcome, error)
                     await _end_stream_with(responder, outcome, error)
                 else:
-                    await responder.end_response()
+                    await _complete(responder, outcome)
                 return
 
             chunk = translator.feed(data)
@@ -204,10 +214,11 @@ class MessagesRoute:
                 outcome.status = chunk.error.status
                 outcome.error_type = getattr(chunk.error, "metric_error_type", "stream_error")
                 self.services.count_upstream_error(outcome, chunk.error)
-                await responder.end_response()
+                await _complete(responder, outcome)
                 return
             if chunk.finished:
-                await responder.end_response()
+                await _complete(responder, outcome)
+                await _drain(response)
                 return
 
 
@@ -215,7 +226,25 @@ async def _end_stream_with(responder: Responder, outcome: Outcome, error: ApiErr
     """End a stream that already started with one SSE ``error`` event."""
     outcome.status = error.status
     await responder.send_data(error.sse_event())
+    await _complete(responder, outcome)
+
+
+async def _drain(response: Any) -> None:
+    """Read what follows ``message_stop`` (the end of the chunked body).
+
+    A response read to its end lets its connection go back to the pool; one
+    abandoned early is closed, which would cost every streamed request a new
+    TCP and TLS handshake with Bedrock.
+    """
+    with trio.move_on_after(DRAIN_TIMEOUT):
+        while await response.receive_some():
+            pass
+
+
+async def _complete(responder: Responder, outcome: Outcome) -> None:
+    """Send the end of the response and note when the client had it all."""
     await responder.end_response()
+    outcome.completed_at = trio.current_time()
 
 
 def _model_name(body: dict[str, Any]) -> str:

@@ -19,7 +19,14 @@ CLIENT_CLOSED_STATUS = 499
 
 @attrs.define
 class Outcome:
-    """The facts about one request that telemetry, logs and spend need."""
+    """The facts about one request that telemetry, logs and spend need.
+
+    ``completed_at`` is when the last response byte was handed to the
+    transport. Once it is set the client has its whole answer: a cancel that
+    comes later (the client closing its side as soon as it read the end,
+    while the upstream call is still being torn down) does not make it a 499,
+    and the duration ends there, not when the clean-up does.
+    """
 
     request_id: str
     started_at: float
@@ -31,6 +38,7 @@ class Outcome:
     streaming: bool = False
     status: int = 0
     first_content_at: float | None = None
+    completed_at: float | None = None
     key_id: str | None = None
     key_name: str | None = None
     user: str | None = None
