@@ -55,8 +55,13 @@ async def open_gateway(
     settings: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
     simulator_options: dict[str, Any] | None = None,
+    key_name: str = "test-key",
 ) -> AsyncIterator[RunningGateway]:
-    """A gateway on 127.0.0.1 (free port) in front of a fresh simulator."""
+    """A gateway on 127.0.0.1 (free port) in front of a fresh simulator.
+
+    ``key_name`` names the ready key; gateways sharing one store need
+    different names (live key names are unique).
+    """
     async with open_simulator(**(simulator_options or {})) as simulator:
         flags = {
             "host": "127.0.0.1",
@@ -81,7 +86,7 @@ async def open_gateway(
                     credentials=credentials,
                 )
             )
-            key = await create_key(gateway.store, "test-key", user="tester")
+            key = await create_key(gateway.store, key_name, user="tester")
             await gateway.services.keys.refresh()
             try:
                 yield RunningGateway(gateway, simulator, key, shutdown)
