@@ -16,10 +16,13 @@ from tests.e2e_client import (
     Exchange,
     assert_error,
     event_payloads,
+    flat_snapshot,
     key_headers,
     message_body,
     post_messages,
     request,
+    series,
+    wait_until_idle,
 )
 from tests.gateway_fixture import open_gateway
 
@@ -143,10 +146,16 @@ async def test_body_over_the_limit_is_413(tmp_path) -> None:
             too_large = await post_messages(running.port, running.key, big)
             fits = await post_messages(running.port, running.key, message_body())
             upstream_calls = len(running.simulator.model_requests())
+            await wait_until_idle(running.telemetry)
+            counted = flat_snapshot(running.telemetry)
 
     assert_error(too_large, 413, "request_too_large")
     assert fits.status == 200
     assert upstream_calls == 1
+    # The server refused it before the route ran; it still counts, once.
+    refused = series("ccag.requests.total", model="other", streaming="false", status="413")
+    assert counted[refused] == 1
+    assert counted[series("ccag.requests.in_flight")] == 0
 
 
 async def test_unknown_model_is_404_naming_it_with_no_upstream_call(tmp_path) -> None:

@@ -27,6 +27,7 @@ from ccag.anthropic.capabilities import parse_validation_rejection
 from ccag.anthropic.errors import UpstreamApiError, error_from_response
 from ccag.anthropic.stream import BedrockStreamTranslator, translate_message_body
 from ccag.anthropic.translate import BedrockRequest, translate_messages
+from ccag.api.relay import end_stream_with, relay_stream
 from ccag.api.outcome import CLIENT_CLOSED_STATUS, Outcome
 from ccag.api.responses import SSE_HEADERS, parse_json_body, send_error, send_json_bytes
 from ccag.bedrock.errors import UpstreamError
@@ -37,8 +38,6 @@ from ccag.services import Services
 
 logger = logging.getLogger("ccag.messages")
 
-PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
-
 # A Bedrock error body is a short JSON document; anything longer is not one,
 # and reading it whole would let a broken upstream make us buffer without end.
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -46,10 +45,6 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 # Bedrock's non-streaming answer holds one whole message: its size is bounded
 # by the model's output limit, far below this.
 MAX_MESSAGE_BODY_BYTES = 64 * 1024 * 1024
-
-# After message_stop only the end of the chunked body is left; a Bedrock that
-# holds the connection open longer is not worth waiting for.
-DRAIN_TIMEOUT = 1.0
 
 
 class MessagesRoute:
@@ -83,6 +78,18 @@ class MessagesRoute:
             raise
         finally:
             services.finish(outcome)
+
+    def refused(self, request: Request, error: ApiError) -> None:
+        """Count a request the server refused before this route ran (413).
+
+        Its body was not read, so model and streaming are unknown: it counts
+        as model ``other``, not streaming, with the status the client got.
+        """
+        outcome = Outcome(request_id=request.request_id, started_at=request.started_at)
+        outcome.status = error.status
+        outcome.completed_at = trio.current_time()
+        self.services.telemetry.request_started()
+        self.services.finish(outcome)
 
     async def _handle(self, request: Request, responder: Responder, outcome: Outcome) -> None:
         services = self.services
@@ -162,7 +169,7 @@ class MessagesRoute:
             outcome.error_type = error.metric_error_type
             services.count_upstream_error(outcome, error)
             if responder.is_started:
-                await _end_stream_with(responder, outcome, error)
+                await end_stream_with(responder, outcome, error)
             else:
                 raise error from None
 
@@ -174,77 +181,15 @@ class MessagesRoute:
         translator = BedrockStreamTranslator(requested_model, outcome.observer)
         await responder.start_response(200, list(SSE_HEADERS))
         outcome.status = 200
-        silent_for = 0.0
-
-        while True:
-            with trio.move_on_after(config.ping_interval) as waiting:
-                data = await response.receive_some()
-            if waiting.cancelled_caught:
-                silent_for += config.ping_interval
-                if silent_for >= config.upstream_idle_timeout:
-                    error = ApiError(
-                        504,
-                        f"Bedrock sent nothing for {silent_for:.0f} seconds; the stream was ended",
-                        "timeout_error",
-                    )
-                    outcome.error_type = "timeout"
-                    self.services.count_upstream_error(outcome, error)
-                    await _end_stream_with(responder, outcome, error)
-                    return
-                await responder.send_data(PING_EVENT)
-                continue
-            silent_for = 0.0
-
-            if not data:
-                error = translator.close()
-                if error is not None:
-                    outcome.error_type = "stream_error"
-                    self.services.count_upstream_error(outcome, error)
-                    await _end_stream_with(responder, outcome, error)
-                else:
-                    await _complete(responder, outcome)
-                return
-
-            chunk = translator.feed(data)
-            if chunk.sse:
-                if outcome.first_content_at is None and outcome.observer.content_started:
-                    outcome.first_content_at = trio.current_time()
-                await responder.send_data(chunk.sse)
-            if chunk.error is not None:
-                outcome.status = chunk.error.status
-                outcome.error_type = getattr(chunk.error, "metric_error_type", "stream_error")
-                self.services.count_upstream_error(outcome, chunk.error)
-                await _complete(responder, outcome)
-                return
-            if chunk.finished:
-                await _complete(responder, outcome)
-                await _drain(response)
-                return
-
-
-async def _end_stream_with(responder: Responder, outcome: Outcome, error: ApiError) -> None:
-    """End a stream that already started with one SSE ``error`` event."""
-    outcome.status = error.status
-    await responder.send_data(error.sse_event())
-    await _complete(responder, outcome)
-
-
-async def _drain(response: Any) -> None:
-    """Read what follows ``message_stop`` (the end of the chunked body).
-
-    A response read to its end lets its connection go back to the pool; one
-    abandoned early is closed, which would cost every streamed request a new
-    TCP and TLS handshake with Bedrock.
-    """
-    with trio.move_on_after(DRAIN_TIMEOUT):
-        while await response.receive_some():
-            pass
-
-
-async def _complete(responder: Responder, outcome: Outcome) -> None:
-    """Send the end of the response and note when the client had it all."""
-    await responder.end_response()
-    outcome.completed_at = trio.current_time()
+        await relay_stream(
+            responder,
+            outcome,
+            response,
+            translator,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.upstream_idle_timeout,
+            on_error=lambda error: self.services.count_upstream_error(outcome, error),
+        )
 
 
 def _model_name(body: dict[str, Any]) -> str:

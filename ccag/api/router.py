@@ -41,11 +41,22 @@ class Router:
                 return handler
         return None
 
-    async def __call__(self, request: Request, responder: Responder) -> None:
+    def _find(self, request: Request) -> tuple[str, Handler | None]:
         path = request.path
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
-        handler = self._routes.get((request.method, path))
+        return path, self._routes.get((request.method, path))
+
+    def refused(self, request: Request, error: ApiError) -> None:
+        """The server answered ``request`` itself (413): tell its route, if
+        the route counts such requests (see :func:`ccag.server.common.report_refusal`)."""
+        _, handler = self._find(request)
+        refused = getattr(handler, "refused", None)
+        if refused is not None:
+            refused(request, error)
+
+    async def __call__(self, request: Request, responder: Responder) -> None:
+        path, handler = self._find(request)
         if handler is None and self._prefixes:
             handler = self._match_prefix(request.method, path)
         if handler is None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 import trio
 
 from ccag.errors import ApiError
-from ccag.server.types import Headers
+from ccag.server.types import Handler, Headers, Request
 
 logger = logging.getLogger("ccag.server")
 
@@ -53,6 +53,24 @@ def error_response(
     headers = [JSON_CONTENT_TYPE, ("content-length", str(len(body)))]
     headers.extend(error.headers)
     return headers, body
+
+
+def report_refusal(handler: Handler, request: Request, error: ApiError) -> None:
+    """Tell the application about a request the shell answered itself.
+
+    The shell refuses some requests before any handler runs (a body over the
+    limit: 413). A handler object with a ``refused(request, error)`` method
+    learns of them, so that what it counts (``ccag.requests.total`` counts
+    every ``/v1/messages`` request) includes these. ``request.body`` is empty:
+    it was not read.
+    """
+    refused = getattr(handler, "refused", None)
+    if refused is None:
+        return
+    try:
+        refused(request, error)
+    except Exception:  # an observer's bug must not break the connection
+        logger.exception("request %s: reporting the refusal failed", request.request_id)
 
 
 def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:

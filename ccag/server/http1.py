@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
+import attrs
 import h11
 import trio
 
@@ -26,6 +27,7 @@ from ccag.server.common import (
     linger_and_close,
     new_request_id,
     peer_address,
+    report_refusal,
 )
 from ccag.server.types import Handler, Request, Responder
 
@@ -40,9 +42,11 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 class _ReadFailed(Exception):
     """Reading the request ended in an error response and a closed connection."""
 
-    def __init__(self, error: ApiError) -> None:
+    def __init__(self, error: ApiError, request: Request | None = None) -> None:
         super().__init__(error.message)
         self.error = error
+        # The request's head (empty body), when it was read before the refusal.
+        self.request = request
 
 
 class Http1Connection:
@@ -130,6 +134,8 @@ class Http1Connection:
                     "request %s refused: %s", request_id, failure.error.message
                 )
                 await self._send_error(failure.error, request_id)
+                if failure.request is not None:
+                    report_refusal(self._handler, failure.request, failure.error)
                 return True
             if request is None:
                 logger.debug(
@@ -212,6 +218,21 @@ class Http1Connection:
             )
         headers = decode_headers(event.headers)
 
+        target = event.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        head = Request(
+            method=event.method.decode("ascii"),
+            target=target,
+            path=path,
+            query=query,
+            headers=headers,
+            body=b"",
+            http_version=_HTTP_VERSION,
+            client=self._client,
+            started_at=started_at,
+            request_id=request_id,
+        )
+
         # Refuse an oversized body before asking for it (RFC 9110 10.1.1).
         declared = headers.get("content-length")
         if (
@@ -219,29 +240,19 @@ class Http1Connection:
             and declared.isdigit()
             and int(declared) > self._max_body_bytes
         ):
-            raise _ReadFailed(_body_too_large(self._max_body_bytes))
+            raise _ReadFailed(_body_too_large(self._max_body_bytes), head)
         conn = self._conn
         if conn.they_are_waiting_for_100_continue:
             await self._write(
                 conn.send(h11.InformationalResponse(status_code=100, headers=[]))
             )
 
-        body = await self._read_body()
-
-        target = event.target.decode("latin-1")
-        path, _, query = target.partition("?")
-        return Request(
-            method=event.method.decode("ascii"),
-            target=target,
-            path=path,
-            query=query,
-            headers=headers,
-            body=body,
-            http_version=_HTTP_VERSION,
-            client=self._client,
-            started_at=started_at,
-            request_id=request_id,
-        )
+        try:
+            body = await self._read_body()
+        except _ReadFailed as failure:
+            failure.request = head
+            raise
+        return attrs.evolve(head, body=body)
 
     async def _read_body(self) -> bytes:
         parts: list[bytes] = []

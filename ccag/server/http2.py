@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import h2.config
 import h2.connection
 import h2.errors
@@ -35,6 +36,7 @@ from ccag.server.common import (
     error_response,
     new_request_id,
     peer_address,
+    report_refusal,
 )
 from ccag.server.types import Handler, Headers, Request, Responder
 
@@ -452,6 +454,11 @@ class Http2Connection:
             )
             await self._answer_error(responder, stream.refusal)
             await self._reset(stream, h2.errors.ErrorCodes.NO_ERROR)
+            try:
+                head = attrs.evolve(self._build_request(stream), body=b"")
+            except ValueError:
+                return
+            report_refusal(self._handler, head, stream.refusal)
             return
         if not stream.is_complete:
             logger.debug(
