@@ -15,7 +15,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ccag.admin_client import (
     DEFAULT_URL,

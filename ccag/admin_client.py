@@ -13,7 +13,8 @@ import json
 import os
 import ssl
 import urllib.parse
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

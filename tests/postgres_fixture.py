@@ -61,7 +61,8 @@ def postgres_server() -> Iterator[str]:
         check=True, capture_output=True,
     )
     port = free_loopback_port()
-    log = open(os.path.join(workdir, "server.log"), "wb")
+    # Open for the server's whole life, closed in the finally below.
+    log = open(os.path.join(workdir, "server.log"), "wb")  # noqa: SIM115
     server = subprocess.Popen(
         as_user + [postgres_binary("postgres"), "-D", data, "-h", "127.0.0.1",
                    "-p", str(port), "-k", workdir, "-c", "fsync=off"],
@@ -86,6 +87,7 @@ def postgres_server() -> Iterator[str]:
         subprocess.run(
             as_user + [postgres_binary("pg_ctl"), "stop", "-D", data, "-m", "immediate"],
             capture_output=True,
+            check=False,  # a server that already stopped is fine
         )
         server.wait(timeout=10)
         log.close()

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
 
+from ccag.auth.errors import AuthError
 from ccag.auth.keys import KeyCache
-from ccag.auth.sessions import DEFAULT_ADMIN_PASSWORD, SessionManager, ensure_bootstrap_admin
+from ccag.auth.sessions import (
+    DEFAULT_ADMIN_PASSWORD,
+    SessionManager,
+    ensure_bootstrap_admin,
+)
 from ccag.config import load_config
 from ccag.errors import ConfigError
 from ccag.store import Store, open_store_sync
@@ -33,7 +39,7 @@ async def _can_log_in(store: Store, password: str) -> bool:
     manager = SessionManager(store, _config(), keys)
     try:
         await manager.login("admin", password, "127.0.0.1", NOW)
-    except Exception:
+    except AuthError:
         return False
     return True
 

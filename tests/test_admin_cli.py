@@ -9,7 +9,6 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -29,7 +28,10 @@ async def ccag_process(
     """``python -m ccag ARGV`` in a subprocess: (exit status, stdout, stderr)."""
     result = await trio.run_process(
         [sys.executable, "-m", "ccag", *argv],
-        stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
         env={"PATH": os.environ.get("PATH", ""), **env},
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode()
@@ -42,13 +44,17 @@ async def ccag_admin(
 ) -> tuple[int, str, str]:
     """``ccag admin ARGV`` in this process (in a thread: the CLI blocks)."""
     args = build_parser().parse_args(["admin", *argv])
-    status = await trio.to_thread.run_sync(functools.partial(args.func, args, environ or {}))
+    status = await trio.to_thread.run_sync(
+        functools.partial(args.func, args, environ or {})
+    )
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
 
 async def models_status(running: RunningGateway, key: str) -> int:
-    reply = await request(running.port, "GET", "/v1/models", headers=[("x-api-key", key)])
+    reply = await request(
+        running.port, "GET", "/v1/models", headers=[("x-api-key", key)]
+    )
     return reply.status
 
 
@@ -70,17 +76,29 @@ async def test_admin_cli_login_stores_a_private_token_that_later_commands_use(
         async with open_gateway(tmp_path) as running:
             env = {"CCAG_URL": running.url, "XDG_CONFIG_HOME": str(tmp_path / "config")}
             status, out, err = await ccag_process(
-                ["admin", "login", "--password-stdin"], env, stdin=ADMIN_PASSWORD.encode() + b"\n"
+                ["admin", "login", "--password-stdin"],
+                env,
+                stdin=ADMIN_PASSWORD.encode() + b"\n",
             )
             assert status == 0, err
             assert "logged in" in err
             token_file = tmp_path / "config" / "ccag" / "admin-sessions.json"
             assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
             assert json.loads(token_file.read_text())[running.url]["token"].startswith(
-                "ccag-session-")
+                "ccag-session-"
+            )
 
             status, out, err = await ccag_process(
-                ["admin", "keys", "create", "laptop", "--user", "tester", "--expires-in", "30d"],
+                [
+                    "admin",
+                    "keys",
+                    "create",
+                    "laptop",
+                    "--user",
+                    "tester",
+                    "--expires-in",
+                    "30d",
+                ],
                 env,
             )
             assert status == 0, err
@@ -108,7 +126,8 @@ async def test_admin_cli_keys_list_update_revoke(
             conn = ["--url", running.url, "--token", token]
 
             status, out, err = await ccag_admin(
-                capsys, ["keys", "create", "ci", "--user", "tester", "--json", *conn])
+                capsys, ["keys", "create", "ci", "--user", "tester", "--json", *conn]
+            )
             created = json.loads(out)
             assert status == 0 and created["key"].startswith("sk-ccag-")
 
@@ -120,20 +139,39 @@ async def test_admin_cli_keys_list_update_revoke(
             assert created["key"] not in out
 
             status, out, err = await ccag_admin(
-                capsys, ["keys", "update", "ci", "--name", "ci-2", "--role", "admin", "--json", *conn])
+                capsys,
+                [
+                    "keys",
+                    "update",
+                    "ci",
+                    "--name",
+                    "ci-2",
+                    "--role",
+                    "admin",
+                    "--json",
+                    *conn,
+                ],
+            )
             assert status == 0 and json.loads(out)["name"] == "ci-2"
             assert json.loads(out)["role"] == "admin"
 
-            status, out, err = await ccag_admin(capsys, ["keys", "revoke", "ci-2", *conn])
+            status, out, err = await ccag_admin(
+                capsys, ["keys", "revoke", "ci-2", *conn]
+            )
             assert status == 0 and "revoked key 'ci-2'" in err
             assert await models_status(running, created["key"]) == 401
-            status, out, err = await ccag_admin(capsys, ["keys", "revoke", created["id"], *conn])
+            status, out, err = await ccag_admin(
+                capsys, ["keys", "revoke", created["id"], *conn]
+            )
             assert status == 1 and "already revoked (HTTP 409)" in err
 
             status, out, err = await ccag_admin(
-                capsys, ["keys", "list", "--status", "revoked", "--json", *conn])
+                capsys, ["keys", "list", "--status", "revoked", "--json", *conn]
+            )
             assert [k["name"] for k in json.loads(out)["keys"]] == ["ci-2"]
-            status, out, err = await ccag_admin(capsys, ["keys", "update", "test-key", *conn])
+            status, out, err = await ccag_admin(
+                capsys, ["keys", "update", "test-key", *conn]
+            )
             assert status == 2 and "nothing to update" in err
 
 
@@ -142,39 +180,63 @@ async def test_admin_cli_users_and_teams(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_gateway(tmp_path) as running:
-            environ = {"CCAG_URL": running.url, "CCAG_ADMIN_TOKEN": await login(running.port)}
+            environ = {
+                "CCAG_URL": running.url,
+                "CCAG_ADMIN_TOKEN": await login(running.port),
+            }
 
-            assert (await ccag_admin(capsys, ["teams", "create", "eng"], environ))[0] == 0
+            assert (await ccag_admin(capsys, ["teams", "create", "eng"], environ))[
+                0
+            ] == 0
             monkeypatch.setattr(sys, "stdin", io.StringIO("alice-password-1\n"))
             status, out, err = await ccag_admin(
-                capsys, ["users", "create", "alice", "--team", "eng", "--password-stdin"], environ)
+                capsys,
+                ["users", "create", "alice", "--team", "eng", "--password-stdin"],
+                environ,
+            )
             assert status == 0, err
             assert out.split("\n")[1].split()[:4] == ["alice", "member", "eng", "True"]
             await login(running.port, "alice", "alice-password-1")
 
-            status, out, err = await ccag_admin(capsys, ["users", "list", "--json"], environ)
-            assert [u["name"] for u in json.loads(out)["users"]] == ["admin", "alice", "tester"]
+            status, out, err = await ccag_admin(
+                capsys, ["users", "list", "--json"], environ
+            )
+            assert [u["name"] for u in json.loads(out)["users"]] == [
+                "admin",
+                "alice",
+                "tester",
+            ]
             status, out, err = await ccag_admin(capsys, ["teams", "list"], environ)
             assert out.splitlines()[1].split()[:2] == ["eng", "alice"]
 
             status, out, err = await ccag_admin(
-                capsys, ["keys", "create", "a1", "--user", "alice"], environ)
+                capsys, ["keys", "create", "a1", "--user", "alice"], environ
+            )
             assert status == 0
-            status, out, err = await ccag_admin(capsys, ["users", "delete", "alice"], environ)
+            status, out, err = await ccag_admin(
+                capsys, ["users", "delete", "alice"], environ
+            )
             assert status == 1 and "live key(s)" in err and "HTTP 409" in err
             status, out, err = await ccag_admin(
-                capsys, ["users", "delete", "alice", "--force"], environ)
+                capsys, ["users", "delete", "alice", "--force"], environ
+            )
             assert status == 0 and "deleted user 'alice'" in err
 
             status, out, err = await ccag_admin(
-                capsys, ["teams", "rename", "eng", "platform", "--json"], environ)
+                capsys, ["teams", "rename", "eng", "platform", "--json"], environ
+            )
             assert json.loads(out)["name"] == "platform"
-            status, out, err = await ccag_admin(capsys, ["users", "create", "bob", "--team", "ops"],
-                                                environ)
+            status, out, err = await ccag_admin(
+                capsys, ["users", "create", "bob", "--team", "ops"], environ
+            )
             assert status == 1 and "team 'ops' does not exist" in err
-            status, out, err = await ccag_admin(capsys, ["teams", "delete", "platform"], environ)
+            status, out, err = await ccag_admin(
+                capsys, ["teams", "delete", "platform"], environ
+            )
             assert status == 0
-            status, out, err = await ccag_admin(capsys, ["teams", "show", "platform"], environ)
+            status, out, err = await ccag_admin(
+                capsys, ["teams", "show", "platform"], environ
+            )
             assert status == 1 and "no team named 'platform' (HTTP 404)" in err
 
 
@@ -183,29 +245,40 @@ async def test_admin_cli_reports_usage_and_connection_errors(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_gateway(tmp_path) as running:
-            environ = {"CCAG_URL": running.url, "XDG_CONFIG_HOME": str(tmp_path / "none")}
+            environ = {
+                "CCAG_URL": running.url,
+                "XDG_CONFIG_HOME": str(tmp_path / "none"),
+            }
             monkeypatch.setattr(sys, "stdin", io.StringIO("not-the-password\n"))
-            status, out, err = await ccag_admin(capsys, ["login", "--password-stdin"], environ)
+            status, _, err = await ccag_admin(
+                capsys, ["login", "--password-stdin"], environ
+            )
             assert status == 1 and "invalid username or password (HTTP 401)" in err
             assert not (tmp_path / "none").exists()
-            status, out, err = await ccag_admin(capsys, ["keys", "list"], environ)
+            status, _, err = await ccag_admin(capsys, ["keys", "list"], environ)
             assert status == 2 and "not logged in to " + running.url in err
 
             environ["CCAG_ADMIN_TOKEN"] = await login(running.port)
-            status, out, err = await ccag_admin(
-                capsys, ["keys", "create", "k", "--user", "tester", "--expires-in", "soon"], environ)
+            status, _, err = await ccag_admin(
+                capsys,
+                ["keys", "create", "k", "--user", "tester", "--expires-in", "soon"],
+                environ,
+            )
             assert status == 2 and "not a duration" in err
 
-            status, out, err = await ccag_admin(capsys, ["keys", "list", "--token", "nonsense"],
-                                                environ)
+            status, _, err = await ccag_admin(
+                capsys, ["keys", "list", "--token", "nonsense"], environ
+            )
             assert status == 1 and "HTTP 401" in err
 
-            status, out, err = await ccag_admin(capsys, ["keys", "list", "--url", "ftp://x"],
-                                                environ)
+            status, _out, err = await ccag_admin(
+                capsys, ["keys", "list", "--url", "ftp://x"], environ
+            )
             assert status == 1 and "--url must be" in err
 
     # The gateway is gone: its port refuses connections now.
     with trio.fail_after(TIMEOUT):
-        status, out, err = await ccag_admin(
-            capsys, ["keys", "list", "--url", running.url, "--token", "t"])
+        status, _, err = await ccag_admin(
+            capsys, ["keys", "list", "--url", running.url, "--token", "t"]
+        )
         assert status == 1 and "cannot reach the gateway" in err

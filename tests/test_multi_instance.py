@@ -7,9 +7,9 @@ within about that bound (plus a request's round trip).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import trio

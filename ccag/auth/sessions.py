@@ -18,7 +18,8 @@ import logging
 import math
 import secrets
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -39,7 +40,12 @@ from ccag.auth.keys import (
     missing_credentials,
     presented_credentials,
 )
-from ccag.auth.passwords import dummy_hash, generate_password, hash_password, verify_password
+from ccag.auth.passwords import (
+    dummy_hash,
+    generate_password,
+    hash_password,
+    verify_password,
+)
 from ccag.errors import ApiError, ConfigError
 from ccag.server.types import Headers
 from ccag.store import Connection, Store, StoreError, identity

@@ -12,7 +12,8 @@ forced deletion removes their keys with them (``ON DELETE CASCADE``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 

@@ -13,7 +13,8 @@ import logging
 import math
 import re
 import urllib.parse
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
 

@@ -31,8 +31,7 @@ from ccag.api.admin.common import (
 )
 from ccag.auth.keys import Principal, format_time, generate_key, hash_key, key_prefix
 from ccag.server.types import Request
-from ccag.store import Connection, StoreConflict
-from ccag.store import directory, identity
+from ccag.store import Connection, StoreConflict, directory, identity
 from ccag.store.identity import KeyRecord
 
 PREFIX = "/admin/keys/"
