@@ -38,6 +38,7 @@ from ccag.config import Config
 from ccag.errors import ConfigError
 from ccag.server import serve
 from ccag.services import Services
+from ccag.spend.system import start_spend_system
 from ccag.store import open_store
 from ccag.telemetry import Telemetry
 
@@ -144,6 +145,9 @@ async def run_gateway(
             endpoint_ids=[DEFAULT_ENDPOINT_ID],
         )
         nursery.start_soon(telemetry.run_otlp_export)
+        spend = await start_spend_system(
+            config, store, telemetry, load_json_file(config.models_file), nursery
+        )
         services = Services(
             config=config,
             catalog=catalog,
@@ -152,6 +156,8 @@ async def run_gateway(
             keys=keys,
             telemetry=telemetry,
             geo_prefix=geo_prefix,
+            spend=spend,
+            sinks=[spend.sink],
         )
 
         router = _build_router(services, sessions, store, credentials)
@@ -164,6 +170,7 @@ async def run_gateway(
             # finished or ran out of grace. Only the background loops remain.
         finally:
             nursery.cancel_scope.cancel()
+            await spend.aclose()  # every buffered spend record, before the store closes
             await _close(telemetry, store, client)
 
 

@@ -143,6 +143,16 @@ SETTINGS: tuple[Setting, ...] = (
     # Store and keys.
     Setting("store", str, None, "SQLite path or postgres:// URL (default: per-user file)"),
     Setting("key_refresh", float, 5.0, "seconds between key cache refreshes", _positive),
+    Setting("key_rpm_limit", int, None, "requests per minute per API key (unset: unlimited; 0 blocks)", _not_negative),
+    Setting("key_tpm_limit", int, None, "input+output tokens per minute per API key (unset: unlimited; 0 blocks)", _not_negative),
+    Setting("team_rpm_limit", int, None, "requests per minute per team (unset: unlimited; 0 blocks)", _not_negative),
+    Setting("team_tpm_limit", int, None, "input+output tokens per minute per team (unset: unlimited; 0 blocks)", _not_negative),
+    Setting("gateway_instances", int, 1, "gateways sharing the store; each enforces ceil(limit / N) of every rate limit", _positive),
+    Setting("spend_batch_size", int, 500, "spend records written per transaction", _positive),
+    Setting("spend_flush_interval", float, 5.0, "seconds between spend record writes (a crash loses at most this much)", _positive),
+    Setting("spend_refresh", float, 30.0, "seconds between reloads of rate limits, prices and budget totals from the store", _positive),
+    Setting("spend_quarantine_file", str, None, "JSON-lines file for spend records the store refuses (default: next to the SQLite file)"),
+    Setting("budget_webhook_url", str, None, "webhook for budget notices of budgets without their own URL"),
     # Administration.
     Setting("admin_username", str, "admin", "bootstrap admin user name"),
     Setting("admin_password", str, None, "bootstrap admin password"),

@@ -40,6 +40,7 @@ class Services:
     geo_prefix: str
     sinks: list[OutcomeSink] = attrs.Factory(list)
     wall_clock: Callable[[], float] = time.time
+    spend: Any = None  # ccag.spend.SpendSystem: rate limits, budgets, spend records
 
     def authenticate(self, request: Request) -> Any:
         """The key's principal, or the 401 that tells the client why not."""

@@ -99,6 +99,10 @@ class MessagesRoute:
         outcome.user = principal.user
         outcome.team = principal.team
 
+        # Budgets and rate limits (ccag.spend), from memory: 429 when over.
+        if services.spend is not None:
+            outcome.response_headers = services.spend.admit(principal)
+
         body = parse_json_body(request)
         outcome.streaming = body.get("stream") is True
         model = services.catalog.resolve(_model_name(body), services.geo_prefix)
@@ -161,7 +165,7 @@ class MessagesRoute:
                     raw = await response.read_all(MAX_MESSAGE_BODY_BYTES)
                     message = translate_message_body(raw, requested_model, outcome.observer)
                     outcome.first_content_at = trio.current_time()
-                    await send_json_bytes(responder, 200, message)
+                    await send_json_bytes(responder, 200, message, outcome.response_headers)
                     outcome.status = 200
                     outcome.completed_at = trio.current_time()
         except UpstreamError as exc:
@@ -179,7 +183,7 @@ class MessagesRoute:
         """Forward Bedrock's event stream as SSE, frame by frame, as it lands."""
         config = self.services.config
         translator = BedrockStreamTranslator(requested_model, outcome.observer)
-        await responder.start_response(200, list(SSE_HEADERS))
+        await responder.start_response(200, [*SSE_HEADERS, *outcome.response_headers])
         outcome.status = 200
         await relay_stream(
             responder,

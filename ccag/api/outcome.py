@@ -46,3 +46,4 @@ class Outcome:
     error_type: str | None = None
     observer: ResponseObserver = attrs.Factory(ResponseObserver)
     retried_without: list[str] = attrs.Factory(list)
+    response_headers: list[tuple[str, str]] = attrs.Factory(list)  # budget status (ccag.spend)

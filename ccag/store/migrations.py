@@ -93,7 +93,84 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS api_keys_team_id ON api_keys (team_id)",
         ),
     ),
-    # Spend records, budgets and Bedrock endpoints arrive as migrations 3+.
+    Migration(
+        3,
+        "spend: spend records, budgets, rate-limit and pricing overrides",
+        (
+            # One row per model call. The id is made by the gateway, so a
+            # batch retried after an unknown commit outcome is written once.
+            # Names are copied, not referenced: spend outlives keys and users.
+            """CREATE TABLE IF NOT EXISTS spend_records (
+                id TEXT PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                day TEXT NOT NULL,
+                request_id TEXT,
+                key_id TEXT,
+                key_name TEXT,
+                user_name TEXT,
+                team_name TEXT,
+                endpoint TEXT NOT NULL,
+                requested_model TEXT,
+                model TEXT NOT NULL,
+                bedrock_model_id TEXT,
+                status INTEGER NOT NULL,
+                input_tokens INTEGER NOT NULL CHECK (input_tokens >= 0),
+                output_tokens INTEGER NOT NULL CHECK (output_tokens >= 0),
+                cache_read_tokens INTEGER NOT NULL CHECK (cache_read_tokens >= 0),
+                cache_write_tokens INTEGER NOT NULL CHECK (cache_write_tokens >= 0),
+                duration_ms DOUBLE PRECISION NOT NULL,
+                ttft_ms DOUBLE PRECISION,
+                tool_calls INTEGER NOT NULL CHECK (tool_calls >= 0),
+                tool_names TEXT NOT NULL,
+                cost_usd DOUBLE PRECISION NOT NULL CHECK (cost_usd >= 0)
+            )""",
+            "CREATE INDEX IF NOT EXISTS spend_records_at ON spend_records (at)",
+            "CREATE INDEX IF NOT EXISTS spend_records_user ON spend_records (user_name, at)",
+            "CREATE INDEX IF NOT EXISTS spend_records_team ON spend_records (team_name, at)",
+            """CREATE TABLE IF NOT EXISTS budgets (
+                id TEXT PRIMARY KEY,
+                scope TEXT NOT NULL CHECK (scope IN ('user', 'team')),
+                name TEXT NOT NULL,
+                period TEXT NOT NULL CHECK (period IN ('daily', 'weekly', 'monthly')),
+                limit_usd DOUBLE PRECISION NOT NULL CHECK (limit_usd >= 0),
+                policy TEXT NOT NULL CHECK (policy IN ('notify', 'throttle', 'block')),
+                thresholds TEXT NOT NULL,
+                throttle_at DOUBLE PRECISION,
+                throttle_rpm INTEGER,
+                webhook_url TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                UNIQUE (scope, name, period)
+            )""",
+            # Which threshold notices went out, so that several gateways (or
+            # one restarted) send each notice once per period.
+            """CREATE TABLE IF NOT EXISTS budget_notices (
+                budget_id TEXT NOT NULL REFERENCES budgets (id) ON DELETE CASCADE,
+                period_start DOUBLE PRECISION NOT NULL,
+                threshold DOUBLE PRECISION NOT NULL,
+                sent_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (budget_id, period_start, threshold)
+            )""",
+            # Per key (by key id) or per team (by name); NULL keeps the default.
+            """CREATE TABLE IF NOT EXISTS rate_limits (
+                scope TEXT NOT NULL CHECK (scope IN ('key', 'team')),
+                name TEXT NOT NULL,
+                rpm INTEGER CHECK (rpm >= 0),
+                tpm INTEGER CHECK (tpm >= 0),
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (scope, name)
+            )""",
+            # USD per million tokens, replacing the shipped price of a model.
+            """CREATE TABLE IF NOT EXISTS pricing_overrides (
+                model TEXT PRIMARY KEY,
+                input DOUBLE PRECISION NOT NULL CHECK (input >= 0),
+                output DOUBLE PRECISION NOT NULL CHECK (output >= 0),
+                cache_read DOUBLE PRECISION NOT NULL CHECK (cache_read >= 0),
+                cache_write DOUBLE PRECISION NOT NULL CHECK (cache_write >= 0),
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
+    # Bedrock endpoints arrive as migration 4+.
 )
 
 _CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
