@@ -180,6 +180,8 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     router.add("POST", "/v1/messages/count_tokens", CountTokensRoute(services))
     router.add("GET", "/v1/models", ModelListRoute(services))
     router.add("GET", "/", root)
+    # Claude Code's connectivity probe, older versions HEAD /, newer /api/hello.
+    router.add("GET", "/api/hello", root)
     router.add("GET", "/health", health)
 
     async def readiness() -> dict[str, str]:
