@@ -8,7 +8,8 @@ connection per exchange, the response head and body read as they land.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import h11
@@ -51,13 +52,15 @@ class Exchange:
         *,
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
-    ) -> "Exchange":
+    ) -> Exchange:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         exchange = cls(stream)
         head = [("host", f"127.0.0.1:{port}"), *headers]
         if body or method in ("POST", "PUT"):
             head.append(("content-length", str(len(body))))
-        data = exchange.conn.send(h11.Request(method=method, target=target, headers=head))
+        data = exchange.conn.send(
+            h11.Request(method=method, target=target, headers=head)
+        )
         data += exchange.conn.send(h11.Data(data=body)) if body else b""
         data += exchange.conn.send(h11.EndOfMessage())
         await stream.send_all(data)
@@ -78,7 +81,9 @@ class Exchange:
         while isinstance(event, h11.InformationalResponse):
             event = await self._event()
         assert isinstance(event, h11.Response), event
-        headers = {name.decode().lower(): value.decode() for name, value in event.headers}
+        headers = {
+            name.decode().lower(): value.decode() for name, value in event.headers
+        }
         return event.status_code, headers
 
     async def chunk(self) -> bytes | None:
@@ -152,11 +157,15 @@ async def post_messages(
     *extra: tuple[str, str],
     target: str = "/v1/messages",
 ) -> Reply:
-    headers = key_headers(key, *extra) if key is not None else [
-        ("anthropic-version", "2023-06-01"),
-        ("content-type", "application/json"),
-        *extra,
-    ]
+    headers = (
+        key_headers(key, *extra)
+        if key is not None
+        else [
+            ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"),
+            *extra,
+        ]
+    )
     return await request(port, "POST", target, headers=headers, body=body)
 
 
@@ -167,7 +176,9 @@ def assert_error(reply: Reply, status: int, error_type: str) -> dict[str, Any]:
     document = reply.json()
     assert document["type"] == "error"
     assert document["error"]["type"] == error_type, document
-    assert isinstance(document["error"]["message"], str) and document["error"]["message"]
+    assert (
+        isinstance(document["error"]["message"], str) and document["error"]["message"]
+    )
     return document
 
 
@@ -190,7 +201,9 @@ def flat_snapshot(telemetry: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]
     flat = {}
     for instrument, series in telemetry.snapshot():
         for labels, value in series:
-            flat[(instrument.name, tuple(sorted(zip(instrument.labels, labels))))] = value
+            flat[(instrument.name, tuple(sorted(zip(instrument.labels, labels))))] = (
+                value
+            )
     return flat
 
 

@@ -9,6 +9,7 @@ JSON error.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -17,6 +18,7 @@ import trio
 
 from ccag.simulator import Garbage, Reset, Stall, StreamException, Text, Truncate
 from ccag.simulator.handler import BedrockSimulator
+from ccag.sse import SSEDecoder, SSEEvent
 from tests.e2e_client import (
     Exchange,
     assert_error,
@@ -41,8 +43,6 @@ def requests_total(telemetry: Any, status: str, streaming: str = "true") -> int:
 
 def assert_one_error_event(body: bytes) -> dict[str, Any]:
     """The stream's events are well formed, end in one ``error`` and no stop."""
-    from ccag.sse import SSEDecoder
-
     events = SSEDecoder().feed(body)
     payloads = event_payloads(events)
     names = [event.event for event in events]
@@ -56,7 +56,9 @@ def assert_one_error_event(body: bytes) -> dict[str, Any]:
 
 
 async def stream_reply(running: Any) -> tuple[int, dict[str, str], bytes]:
-    reply = await post_messages(running.port, running.key, message_body(MODEL, stream=True))
+    reply = await post_messages(
+        running.port, running.key, message_body(MODEL, stream=True)
+    )
     return reply.status, reply.headers, reply.body
 
 
@@ -67,10 +69,14 @@ async def test_silence_before_the_first_byte_is_a_504(tmp_path, stream: bool) ->
         async with open_gateway(tmp_path, settings=settings) as running:
             running.simulator.script(Stall(5.0))
             started = trio.current_time()
-            reply = await post_messages(running.port, running.key, message_body(MODEL, stream=stream))
+            reply = await post_messages(
+                running.port, running.key, message_body(MODEL, stream=stream)
+            )
             waited = trio.current_time() - started
             await wait_until_idle(running.telemetry)
-            counted = requests_total(running.telemetry, "504", "true" if stream else "false")
+            counted = requests_total(
+                running.telemetry, "504", "true" if stream else "false"
+            )
 
     assert_error(reply, 504, "timeout_error")
     assert 0.3 <= waited < 2.0
@@ -83,10 +89,15 @@ async def test_silence_mid_stream_sends_pings_at_the_interval(tmp_path) -> None:
     settings = {"ping_interval": interval, "upstream_idle_timeout": 30.0}
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path, settings=settings) as running:
-            running.simulator.script(Stall(stall, after_events=2, answer=Text("after the pause")))
+            running.simulator.script(
+                Stall(stall, after_events=2, answer=Text("after the pause"))
+            )
             exchange = await Exchange.open(
-                running.port, "POST", "/v1/messages",
-                headers=key_headers(running.key), body=message_body(MODEL, stream=True),
+                running.port,
+                "POST",
+                "/v1/messages",
+                headers=key_headers(running.key),
+                body=message_body(MODEL, stream=True),
             )
             ping_times = []
             body = b""
@@ -94,25 +105,27 @@ async def test_silence_mid_stream_sends_pings_at_the_interval(tmp_path) -> None:
                 status, _ = await exchange.head()
                 while (chunk := await exchange.chunk()) is not None:
                     if b"event: ping" in chunk:
-                        ping_times.extend([trio.current_time()] * chunk.count(b"event: ping"))
+                        ping_times.extend(
+                            [trio.current_time()] * chunk.count(b"event: ping")
+                        )
                     body += chunk
             finally:
                 await exchange.aclose()
 
     assert status == 200
-    from ccag.sse import SSEDecoder
-
     events = SSEDecoder().feed(body)
     event_payloads(events)
     names = [event.event for event in events]
     assert names[-1] == "message_stop" and "error" not in names
     expected = int(stall / interval)
     assert expected - 1 <= len(ping_times) <= expected, (len(ping_times), expected)
-    gaps = [later - earlier for earlier, later in zip(ping_times, ping_times[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ping_times)]
     assert all(interval * 0.75 <= gap <= interval * 2 for gap in gaps), gaps
 
 
-async def test_silence_beyond_the_idle_timeout_ends_the_stream_with_one_error(tmp_path) -> None:
+async def test_silence_beyond_the_idle_timeout_ends_the_stream_with_one_error(
+    tmp_path,
+) -> None:
     settings = {"ping_interval": 0.1, "upstream_idle_timeout": 0.5}
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path, settings=settings) as running:
@@ -143,8 +156,10 @@ async def test_silence_beyond_the_idle_timeout_ends_the_stream_with_one_error(tm
         Garbage(after_events=3, kind="crc"),
         Reset(after_events=3),
     ],
-    ids=lambda fault: f"{type(fault).__name__}-{getattr(fault, 'kind', '')}"
-    f"{getattr(fault, 'mid_frame', '')}{getattr(fault, 'exception_type', '')}",
+    ids=lambda fault: (
+        f"{type(fault).__name__}-{getattr(fault, 'kind', '')}"
+        f"{getattr(fault, 'mid_frame', '')}{getattr(fault, 'exception_type', '')}"
+    ),
 )
 async def test_a_stream_broken_midway_ends_with_exactly_one_error_event(
     tmp_path, fault: Any
@@ -183,7 +198,9 @@ async def test_reset_before_the_head_is_a_plain_json_error(tmp_path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             running.simulator.script(Reset())
-            reply = await post_messages(running.port, running.key, message_body(MODEL, stream=True))
+            reply = await post_messages(
+                running.port, running.key, message_body(MODEL, stream=True)
+            )
             await wait_until_idle(running.telemetry)
             counted = requests_total(running.telemetry, str(reply.status))
 
@@ -211,23 +228,28 @@ class _StreamWatcher:
         handler._stream = watched  # type: ignore[method-assign]
 
 
-async def test_a_client_that_leaves_mid_stream_closes_the_bedrock_call(tmp_path) -> None:
+async def test_a_client_that_leaves_mid_stream_closes_the_bedrock_call(
+    tmp_path,
+) -> None:
     deltas = 200
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             watcher = _StreamWatcher(running.simulator.handler)
             running.simulator.script(
-                Text(" ".join(f"w{i}" for i in range(deltas)), deltas=deltas, delay=0.05)
+                Text(
+                    " ".join(f"w{i}" for i in range(deltas)), deltas=deltas, delay=0.05
+                )
             )
             exchange = await Exchange.open(
-                running.port, "POST", "/v1/messages",
-                headers=key_headers(running.key), body=message_body(MODEL, stream=True),
+                running.port,
+                "POST",
+                "/v1/messages",
+                headers=key_headers(running.key),
+                body=message_body(MODEL, stream=True),
             )
             status, _ = await exchange.head()
-            from ccag.sse import SSEDecoder
-
             decoder = SSEDecoder()
-            received = []
+            received: list[SSEEvent] = []
             while len([e for e in received if e.event == "content_block_delta"]) < 5:
                 chunk = await exchange.chunk()
                 assert chunk is not None
@@ -256,9 +278,8 @@ async def test_a_client_that_leaves_mid_stream_closes_the_bedrock_call(tmp_path)
     assert token("cache_write") == usage["cache_creation_input_tokens"]
     assert snapshot[series("ccag.requests.in_flight")] == 0
     requests = {
-        labels: value for (name, labels), value in snapshot.items()
+        labels: value
+        for (name, labels), value in snapshot.items()
         if name == "ccag.requests.total"
     }
-    assert requests == {
-        (("model", MODEL), ("status", "499"), ("streaming", "true")): 1
-    }
+    assert requests == {(("model", MODEL), ("status", "499"), ("streaming", "true")): 1}

@@ -8,10 +8,11 @@ format are asserted exactly as they leave the gateway.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import trio
 
-from ccag.simulator import Fail, Text
+from ccag.simulator import Fail, Stall, Text
 from tests.e2e_client import (
     Exchange,
     assert_error,
@@ -74,7 +75,10 @@ async def test_beta_query_and_trailing_slash_are_tolerated(tmp_path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             with_query = await post_messages(
-                running.port, running.key, message_body(), target="/v1/messages?beta=true"
+                running.port,
+                running.key,
+                message_body(),
+                target="/v1/messages?beta=true",
             )
             with_slash = await post_messages(
                 running.port, running.key, message_body(), target="/v1/messages/"
@@ -91,7 +95,9 @@ async def test_keys_missing_wrong_and_either_header(tmp_path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             missing = await post_messages(running.port, None, message_body())
-            wrong = await post_messages(running.port, "sk-ccag-not-a-real-key", message_body())
+            wrong = await post_messages(
+                running.port, "sk-ccag-not-a-real-key", message_body()
+            )
             wrong_bearer = await post_messages(
                 running.port, None, message_body(), ("authorization", "Bearer nope")
             )
@@ -102,7 +108,10 @@ async def test_keys_missing_wrong_and_either_header(tmp_path) -> None:
                 ("authorization", f"Bearer {running.key}"),
             )
             bearer_only = await post_messages(
-                running.port, None, message_body(), ("authorization", f"Bearer {running.key}")
+                running.port,
+                None,
+                message_body(),
+                ("authorization", f"Bearer {running.key}"),
             )
             upstream_calls = len(running.simulator.model_requests())
 
@@ -119,7 +128,9 @@ async def test_bad_bodies_are_400_and_never_reach_bedrock(tmp_path) -> None:
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             port, key = running.port, running.key
-            malformed = await post_messages(port, key, b'{"model": "claude-sonnet-4-5",')
+            malformed = await post_messages(
+                port, key, b'{"model": "claude-sonnet-4-5",'
+            )
             not_object = await post_messages(port, key, b"[1, 2]")
             empty = await post_messages(port, key, b"")
             wrong_type = await request(
@@ -129,7 +140,9 @@ async def test_bad_bodies_are_400_and_never_reach_bedrock(tmp_path) -> None:
                 headers=[("x-api-key", key), ("content-type", "text/plain")],
                 body=message_body(),
             )
-            no_model = await post_messages(port, key, json.dumps({"max_tokens": 5}).encode())
+            no_model = await post_messages(
+                port, key, json.dumps({"max_tokens": 5}).encode()
+            )
             upstream_calls = len(running.simulator.model_requests())
 
     for reply in (malformed, not_object, empty, wrong_type, no_model):
@@ -141,7 +154,9 @@ async def test_bad_bodies_are_400_and_never_reach_bedrock(tmp_path) -> None:
 async def test_body_over_the_limit_is_413(tmp_path) -> None:
     limit = 4096
     with trio.fail_after(TIMEOUT_S):
-        async with open_gateway(tmp_path, settings={"max_body_bytes": limit}) as running:
+        async with open_gateway(
+            tmp_path, settings={"max_body_bytes": limit}
+        ) as running:
             big = message_body(text="x" * (limit * 2))
             too_large = await post_messages(running.port, running.key, big)
             fits = await post_messages(running.port, running.key, message_body())
@@ -153,7 +168,9 @@ async def test_body_over_the_limit_is_413(tmp_path) -> None:
     assert fits.status == 200
     assert upstream_calls == 1
     # The server refused it before the route ran; it still counts, once.
-    refused = series("ccag.requests.total", model="other", streaming="false", status="413")
+    refused = series(
+        "ccag.requests.total", model="other", streaming="false", status="413"
+    )
     assert counted[refused] == 1
     assert counted[series("ccag.requests.in_flight")] == 0
 
@@ -162,10 +179,14 @@ async def test_unknown_model_is_404_naming_it_with_no_upstream_call(tmp_path) ->
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             reply = await post_messages(
-                running.port, running.key, message_body("claude-imaginary-9"), 
+                running.port,
+                running.key,
+                message_body("claude-imaginary-9"),
             )
             streamed = await post_messages(
-                running.port, running.key, message_body("claude-imaginary-9", stream=True)
+                running.port,
+                running.key,
+                message_body("claude-imaginary-9", stream=True),
             )
             upstream = running.simulator.requests
 
@@ -180,7 +201,9 @@ async def test_stream_wire_format(tmp_path) -> None:
         async with open_gateway(tmp_path) as running:
             running.simulator.script(Text("one two three four", deltas=4))
             reply = await post_messages(
-                running.port, running.key, message_body("claude-sonnet-4-5", stream=True)
+                running.port,
+                running.key,
+                message_body("claude-sonnet-4-5", stream=True),
             )
 
     assert reply.status == 200
@@ -222,7 +245,10 @@ async def test_rejected_beta_is_removed_retried_and_remembered(tmp_path) -> None
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path, simulator_options=options) as running:
             first = await post_messages(
-                running.port, running.key, message_body(stream=True), ("anthropic-beta", beta)
+                running.port,
+                running.key,
+                message_body(stream=True),
+                ("anthropic-beta", beta),
             )
             first_calls = list(running.simulator.model_requests())
             second = await post_messages(
@@ -247,15 +273,20 @@ async def test_rejected_field_is_removed_retried_and_remembered(tmp_path) -> Non
     field = "context_management"
     beta = "context-management-2025-06-27"
     options = {"reject_fields": frozenset({field})}
-    extra = {field: {"edits": [{"type": "clear_tool_uses_20250919"}]}}
+    extra: dict[str, Any] = {field: {"edits": [{"type": "clear_tool_uses_20250919"}]}}
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path, simulator_options=options) as running:
             first = await post_messages(
-                running.port, running.key, message_body(**extra), ("anthropic-beta", beta)
+                running.port,
+                running.key,
+                message_body(**extra),
+                ("anthropic-beta", beta),
             )
             first_calls = list(running.simulator.model_requests())
             second = await post_messages(
-                running.port, running.key, message_body(stream=True, **extra),
+                running.port,
+                running.key,
+                message_body(stream=True, **extra),
                 ("anthropic-beta", beta),
             )
             all_calls = list(running.simulator.model_requests())
@@ -269,12 +300,16 @@ async def test_rejected_field_is_removed_retried_and_remembered(tmp_path) -> Non
     assert field not in all_calls[2].body
 
 
-async def test_unnamed_validation_error_goes_to_the_client_after_one_call(tmp_path) -> None:
+async def test_unnamed_validation_error_goes_to_the_client_after_one_call(
+    tmp_path,
+) -> None:
     message = "The request is malformed in a way this test does not name."
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             running.simulator.script(Fail("ValidationException", message=message))
-            reply = await post_messages(running.port, running.key, message_body(stream=True))
+            reply = await post_messages(
+                running.port, running.key, message_body(stream=True)
+            )
             upstream_calls = len(running.simulator.model_requests())
 
     document = assert_error(reply, 400, "invalid_request_error")
@@ -284,14 +319,15 @@ async def test_unnamed_validation_error_goes_to_the_client_after_one_call(tmp_pa
 
 async def test_stream_head_is_sent_only_after_bedrock_answers(tmp_path) -> None:
     """While Bedrock has not answered, the client has no status line yet."""
-    from ccag.simulator import Stall
-
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
             running.simulator.script(Stall(0.6, answer=Text("late")))
             exchange = await Exchange.open(
-                running.port, "POST", "/v1/messages",
-                headers=key_headers(running.key), body=message_body(stream=True),
+                running.port,
+                "POST",
+                "/v1/messages",
+                headers=key_headers(running.key),
+                body=message_body(stream=True),
             )
             try:
                 started = trio.current_time()
