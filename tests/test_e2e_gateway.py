@@ -341,3 +341,47 @@ async def test_stream_head_is_sent_only_after_bedrock_answers(tmp_path) -> None:
     assert waited >= 0.5
     assert headers["content-type"].startswith("text/event-stream")
     assert b"message_stop" in body
+
+
+async def test_http2_body_over_the_limit_is_413_and_counted(tmp_path) -> None:
+    from tests.test_server_http2 import h2_client
+
+    limit = 4096
+    headers = [(name, value) for name, value in key_headers("unused")[1:]]
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(
+            tmp_path, settings={"max_body_bytes": limit}
+        ) as running:
+            async with h2_client(running.port) as client:
+                big = message_body(text="x" * (limit * 2))
+                too_large = await client.response(
+                    await client.request(
+                        "POST",
+                        "/v1/messages",
+                        big,
+                        [
+                            ("x-api-key", running.key),
+                            *headers,
+                            ("content-length", str(len(big))),
+                        ],
+                    )
+                )
+                fits = await client.response(
+                    await client.request(
+                        "POST",
+                        "/v1/messages",
+                        message_body(),
+                        [("x-api-key", running.key), *headers],
+                    )
+                )
+            await wait_until_idle(running.telemetry)
+            counted = flat_snapshot(running.telemetry)
+
+    assert too_large.headers[b":status"] == b"413"
+    assert json.loads(bytes(too_large.data))["error"]["type"] == "request_too_large"
+    assert fits.headers[b":status"] == b"200"
+    refused = series(
+        "ccag.requests.total", model="other", streaming="false", status="413"
+    )
+    assert counted[refused] == 1
+    assert counted[series("ccag.requests.in_flight")] == 0
