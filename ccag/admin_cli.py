@@ -410,6 +410,10 @@ def register(subparsers: Any) -> None:
     delete.add_argument("team")
     delete.add_argument("--force", action="store_true", help="also delete the team's live keys")
 
+    from ccag.spend.cli import register_admin_subcommands
+
+    register_admin_subcommands(groups, leaf)
+
 
 def _password_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()

@@ -20,6 +20,7 @@ import trio
 from ccag.anthropic.capabilities import CapabilityMemory
 from ccag.anthropic.models import ModelCatalog
 from ccag.api.admin import register_admin_routes
+from ccag.api.admin.spend import register_spend_routes
 from ccag.api.count_tokens import CountTokensRoute
 from ccag.api.health import ReadyRoute, health, root
 from ccag.api.messages import MessagesRoute
@@ -214,6 +215,7 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
 
     router.add("POST", "/auth/login", login)
     register_admin_routes(router, services, sessions, store)
+    register_spend_routes(router, services, sessions, store)
     return router
 
 

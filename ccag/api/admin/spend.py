@@ -1,0 +1,335 @@
+"""``/admin/spend``, ``/admin/budgets``, ``/admin/limits``, ``/admin/pricing``.
+
+- ``GET /admin/spend?by=user|team|key|model|day&since=7d&until=...``: totals
+  per group over a time range (``since``/``until``: a duration back from now
+  such as ``7d``, ``12h``, or an ISO date or time; default the last 7 days).
+  Admins may filter with ``user=``, ``team=``, ``key_id=``; members see only
+  their own spend (a team key's member sees that key's).
+- ``/admin/budgets``: list (with what each has spent), create, and
+  ``/admin/budgets/{id}`` show, change (PATCH) or delete. Members may list the
+  budgets that apply to them.
+- ``/admin/limits``: the defaults and every override;
+  ``PUT``/``DELETE /admin/limits/{key|team}/{key id or team name}``.
+- ``/admin/pricing``: the prices in force; ``PUT``/``DELETE
+  /admin/pricing/{model}`` set or remove an override (USD per million
+  tokens: ``input``, ``output``, ``cache_read``, ``cache_write``).
+
+Every change is applied to this gateway at once and reaches the others at
+their next reload (``spend_refresh`` seconds). Prices apply to calls recorded
+after the change; recorded costs never change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import secrets
+from typing import Any, Mapping
+
+from ccag.api.admin.common import (
+    Admin,
+    Reply,
+    as_handler,
+    bad_request,
+    body,
+    conflict,
+    forbidden,
+    not_found,
+    path_id,
+    query,
+)
+from ccag.api.router import Router
+from ccag.auth.keys import Principal
+from ccag.ratelimit import Limits
+from ccag.server.types import Request
+from ccag.spend import budgets as budget_store
+from ccag.spend import limits as limit_store
+from ccag.spend import pricing as price_store
+from ccag.spend.budgets import Budget
+from ccag.spend.queries import GROUPS, spend_by
+from ccag.spend.system import SpendSystem
+from ccag.store import Store, StoreConflict
+
+BUDGETS_PREFIX = "/admin/budgets/"
+LIMITS_PREFIX = "/admin/limits/"
+PRICING_PREFIX = "/admin/pricing/"
+
+DEFAULT_SPAN_SECONDS = 7 * 86400.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+# A price above this per million tokens is almost surely a unit mistake
+# (per thousand, or cents).
+MAX_PRICE_PER_MILLION = 100_000.0
+
+BUDGET_FIELDS = ("scope", "name", "period", "limit_usd", "policy", "thresholds",
+                 "throttle_at", "throttle_rpm", "webhook_url")
+
+
+def parse_moment(text: str, now: float, field: str) -> float:
+    """``7d``-style durations back from now, or an ISO date or time (UTC if
+    no zone is given)."""
+    match = _DURATION.fullmatch(text.strip())
+    if match:
+        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise bad_request(
+            f"{field}: {text[:80]!r} is neither a duration such as 7d or 12h nor an ISO date"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def _number(document: Mapping[str, Any], field: str, *, integer: bool = False,
+            required: bool = False, maximum: float | None = None) -> Any:
+    value = document.get(field)
+    if value is None:
+        if required:
+            raise bad_request(f"{field}: required")
+        return None
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value) or value < 0:
+        raise bad_request(f"{field}: must be a number not below 0, not {value!r:.80}")
+    if integer and value != int(value):
+        raise bad_request(f"{field}: must be a whole number")
+    if maximum is not None and value > maximum:
+        raise bad_request(f"{field}: must be at most {maximum:g}")
+    return int(value) if integer else float(value)
+
+
+def _choice(document: Mapping[str, Any], field: str, choices: tuple[str, ...]) -> str:
+    value = document.get(field)
+    if value not in choices:
+        raise bad_request(f"{field}: must be one of {', '.join(choices)}, not {value!r:.80}")
+    return str(value)
+
+
+class SpendRoutes:
+    def __init__(self, admin: Admin, spend: SpendSystem) -> None:
+        self.admin = admin
+        self.spend = spend
+
+    async def _changed(self) -> None:
+        await self.spend.refresh()
+
+    # -- spend ----------------------------------------------------------------
+
+    async def report(self, admin: Admin, request: Request) -> Reply:
+        """``GET /admin/spend``."""
+        principal = await admin.principal(request)
+        params = query(request)
+        by = params.get("by", "user")
+        if by not in GROUPS:
+            raise bad_request(f"by: must be one of {', '.join(GROUPS)}, not {by[:40]!r}")
+        now = admin.now()
+        since = parse_moment(params["since"], now, "since") if params.get("since") else now - DEFAULT_SPAN_SECONDS
+        until = parse_moment(params["until"], now, "until") if params.get("until") else now + 1.0
+        if until <= since:
+            raise bad_request("until must be after since")
+
+        filters = {"user": params.get("user") or None, "team": params.get("team") or None,
+                   "key_id": params.get("key_id") or None}
+        if not principal.is_admin:
+            filters = _own_spend(principal)
+
+        # Buffered records count too: write them first (best effort).
+        await self.spend.recorder.flush()
+        rows = await admin.read(lambda c: spend_by(c, by, since, until, **filters))
+        total = round(sum(row["cost_usd"] for row in rows), 6)
+        return Reply(200, {
+            "by": by,
+            "since": budget_store.rfc3339(since),
+            "until": budget_store.rfc3339(until),
+            "rows": rows,
+            "total_cost_usd": total,
+        })
+
+    # -- budgets --------------------------------------------------------------
+
+    async def list_budgets(self, admin: Admin, request: Request) -> Reply:
+        """``GET /admin/budgets``."""
+        principal = await admin.principal(request)
+        budgets = await admin.read(budget_store.load_budgets)
+        now = self.spend.clock()
+        if not principal.is_admin:
+            budgets = [b for b in budgets if (b.scope, b.name) in
+                       (("user", principal.user), ("team", principal.team))]
+        return Reply(200, {"budgets": [self._status(b, now) for b in budgets]})
+
+    def _status(self, budget: Budget, now: float) -> dict[str, Any]:
+        # The tracker's totals, if it knows the budget yet; else none spent.
+        known = {b.id for b in self.spend.budgets.budgets}
+        if budget.id in known:
+            return self.spend.budgets.status(budget, now).document()
+        start, end = budget_store.period_bounds(budget.period, now)
+        return budget_store.BudgetStatus(budget, 0.0, start, end).document()
+
+    async def create_budget(self, admin: Admin, request: Request) -> Reply:
+        """``POST /admin/budgets``."""
+        await admin.admin(request)
+        document = body(request, BUDGET_FIELDS)
+        budget = _budget_from(document, "budget_" + secrets.token_hex(8))
+        now = admin.now()
+        try:
+            await admin.write(lambda c: budget_store.save_budget(c, budget, now))
+        except StoreConflict:
+            raise conflict(f"a {budget.period} budget for {budget.scope} {budget.name!r} exists") from None
+        await self._changed()
+        return Reply(201, self._status(budget, self.spend.clock()))
+
+    async def budget_item(self, admin: Admin, request: Request) -> Reply:
+        """``GET``, ``PATCH``, ``DELETE /admin/budgets/{id}``."""
+        await admin.admin(request)
+        budget_id, action = path_id(request, BUDGETS_PREFIX)
+        if action is not None:
+            raise not_found(f"no route {request.path[:200]}")
+        found = await admin.read(lambda c: budget_store.get_budget(c, budget_id))
+        if found is None:
+            raise not_found(f"no budget with id {budget_id[:80]!r}")
+        if request.method in ("GET", "HEAD"):
+            return Reply(200, self._status(found, self.spend.clock()))
+        if request.method == "DELETE":
+            await admin.write(lambda c: budget_store.delete_budget(c, budget_id))
+            await self._changed()
+            return Reply(200, {"deleted": budget_id})
+        changes = body(request, BUDGET_FIELDS)
+        merged = {**found.document(), **changes}
+        budget = _budget_from(merged, budget_id)
+        now = admin.now()
+        try:
+            await admin.write(lambda c: budget_store.save_budget(c, budget, now))
+        except StoreConflict:
+            raise conflict(f"a {budget.period} budget for {budget.scope} {budget.name!r} exists") from None
+        await self._changed()
+        return Reply(200, self._status(budget, self.spend.clock()))
+
+    # -- rate limits ----------------------------------------------------------
+
+    async def list_limits(self, admin: Admin, request: Request) -> Reply:
+        """``GET /admin/limits``."""
+        await admin.admin(request)
+        overrides = await admin.read(limit_store.load_limits)
+        limiter = self.spend.limiter
+        return Reply(200, {
+            "defaults": {
+                "key": {"rpm": limiter.key_default.rpm, "tpm": limiter.key_default.tpm},
+                "team": {"rpm": limiter.team_default.rpm, "tpm": limiter.team_default.tpm},
+            },
+            "gateway_instances": limiter.instances,
+            "overrides": [
+                limit_store.limits_document(scope, name, limits)
+                for (scope, name), limits in sorted(overrides.items())
+            ],
+        })
+
+    async def limit_item(self, admin: Admin, request: Request) -> Reply:
+        """``PUT``, ``DELETE /admin/limits/{key|team}/{name}``."""
+        await admin.admin(request)
+        scope, name = path_id(request, LIMITS_PREFIX)
+        if scope not in limit_store.SCOPES or not name:
+            raise not_found("limits live at /admin/limits/key/{key id} and /admin/limits/team/{team}")
+        if request.method == "DELETE":
+            removed = await admin.write(lambda c: limit_store.delete_limits(c, scope, name))
+            if not removed:
+                raise not_found(f"no rate limit override for {scope} {name[:80]!r}")
+            await self._changed()
+            return Reply(200, {"deleted": {"scope": scope, "name": name}})
+        document = body(request, ("rpm", "tpm"))
+        limits = Limits(_number(document, "rpm", integer=True), _number(document, "tpm", integer=True))
+        now = admin.now()
+        await admin.write(lambda c: limit_store.save_limits(c, scope, name, limits, now))
+        await self._changed()
+        return Reply(200, limit_store.limits_document(scope, name, limits))
+
+    # -- pricing --------------------------------------------------------------
+
+    async def list_pricing(self, admin: Admin, request: Request) -> Reply:
+        """``GET /admin/pricing``."""
+        await admin.principal(request)
+        return Reply(200, {"unit": "USD per million tokens", "models": self.spend.prices.listing()})
+
+    async def pricing_item(self, admin: Admin, request: Request) -> Reply:
+        """``PUT``, ``DELETE /admin/pricing/{model}``."""
+        await admin.admin(request)
+        model, action = path_id(request, PRICING_PREFIX)
+        if action is not None:
+            raise not_found(f"no route {request.path[:200]}")
+        if request.method == "DELETE":
+            removed = await admin.write(lambda c: price_store.delete_override(c, model))
+            if not removed:
+                raise not_found(f"no price override for {model[:80]!r}")
+            await self._changed()
+            return Reply(200, {"deleted": model})
+        document = body(request, ("input", "output", "cache_read", "cache_write"))
+        price = price_store.Price(*(
+            _number(document, field, required=True, maximum=MAX_PRICE_PER_MILLION)
+            for field in ("input", "output", "cache_read", "cache_write")
+        ))
+        now = admin.now()
+        await admin.write(lambda c: price_store.save_override(c, model, price, now))
+        await self._changed()
+        return Reply(200, {"model": model, "overridden": True, **price.document()})
+
+
+def _own_spend(principal: Principal) -> dict[str, str | None]:
+    if principal.user is not None:
+        return {"user": principal.user, "team": None, "key_id": None}
+    if principal.key_id is not None:
+        return {"user": None, "team": None, "key_id": principal.key_id}
+    raise forbidden("this credential has no user or key whose spend could be shown")
+
+
+def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
+    scope = _choice(document, "scope", budget_store.SCOPES)
+    name = document.get("name")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise bad_request("name: the user's or team's name is required")
+    period = _choice(document, "period", budget_store.PERIODS)
+    policy = _choice(document, "policy", budget_store.POLICIES)
+    limit_usd = _number(document, "limit_usd", required=True)
+    thresholds = document.get("thresholds")
+    if thresholds is None:
+        thresholds = list(budget_store.DEFAULT_THRESHOLDS)
+    if not isinstance(thresholds, list) or not thresholds or len(thresholds) > 10 or not all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10 for t in thresholds
+    ):
+        raise bad_request("thresholds: a list of up to 10 fractions of the limit, such as [0.8, 1.0]")
+    throttle_rpm = _number(document, "throttle_rpm", integer=True)
+    throttle_at = _number(document, "throttle_at")
+    if policy == "throttle" and throttle_rpm is None:
+        raise bad_request("throttle_rpm: required for the throttle policy")
+    webhook_url = document.get("webhook_url")
+    if webhook_url is not None and (
+        not isinstance(webhook_url, str) or not webhook_url.startswith(("http://", "https://"))
+    ):
+        raise bad_request("webhook_url: must be an http:// or https:// URL")
+    return Budget(
+        id=budget_id, scope=scope, name=name, period=period, limit_usd=limit_usd,
+        policy=policy, thresholds=tuple(sorted(float(t) for t in thresholds)),
+        throttle_at=throttle_at, throttle_rpm=throttle_rpm, webhook_url=webhook_url,
+    )
+
+
+def register_spend_routes(router: Router, services: Any, sessions: Any, store: Store) -> None:
+    """Add the spend, budget, limit and pricing routes to ``router``."""
+    admin = Admin(services, sessions, store)
+    routes = SpendRoutes(admin, services.spend)
+
+    router.add("GET", "/admin/spend", as_handler(admin, routes.report))
+    router.add("GET", "/admin/budgets", as_handler(admin, routes.list_budgets))
+    router.add("POST", "/admin/budgets", as_handler(admin, routes.create_budget))
+    budget_item = as_handler(admin, routes.budget_item)
+    for method in ("GET", "PATCH", "DELETE"):
+        router.add_prefix(method, BUDGETS_PREFIX, budget_item)
+    router.add("GET", "/admin/limits", as_handler(admin, routes.list_limits))
+    limit_item = as_handler(admin, routes.limit_item)
+    for method in ("PUT", "DELETE"):
+        router.add_prefix(method, LIMITS_PREFIX, limit_item)
+    router.add("GET", "/admin/pricing", as_handler(admin, routes.list_pricing))
+    pricing_item = as_handler(admin, routes.pricing_item)
+    for method in ("PUT", "DELETE"):
+        router.add_prefix(method, PRICING_PREFIX, pricing_item)
