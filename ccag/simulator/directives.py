@@ -21,6 +21,12 @@ Directives, written anywhere in the last user message's text:
     answer with a thinking block (thinking and signature deltas), then text.
 ``[sim:error NAME]``
     refuse the call with Bedrock exception NAME (``ThrottlingException``...).
+``[sim:search N]``
+    when the request offers a tool named ``web_search`` (ccag's stand-in
+    for Anthropic's server tool): call it with ``{"query": <the prompt>}``
+    until it has been called N times since the prompt, then answer as after
+    any tool result. A ``tool_choice`` forcing ``web_search`` without the
+    directive means one search (Claude Code's WebSearch sub-request).
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ def default_text(body: dict[str, Any]) -> str:
 
 def default_scenario(body: dict[str, Any]) -> Scenario:
     """The scenario for an unscripted call with InvokeModel ``body``."""
+    search = _search_scenario(body)
+    if search is not None:
+        return search
     content = _last_user_message(body)
     if _is_tool_result(content):
         return Text()
@@ -100,3 +109,53 @@ def default_scenario(body: dict[str, Any]) -> Scenario:
         if name == "error" and argument:
             return Fail(name=argument)
     return Text()
+
+
+SEARCH_TOOL_NAME = "web_search"
+_SEARCH_DIRECTIVE = re.compile(r"\[sim:search\s+(\d+)\]")
+
+
+def _search_scenario(body: dict[str, Any]) -> Scenario | None:
+    """The next step of a ``[sim:search N]`` conversation, or None."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not any(
+        isinstance(tool, dict) and tool.get("name") == SEARCH_TOOL_NAME for tool in tools
+    ):
+        return None
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+
+    # The prompt is the last user turn with text; the searches are the calls since.
+    prompt_at = None
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if isinstance(message, dict) and message.get("role") == "user":
+            if _text_of(message.get("content")).strip():
+                prompt_at = index
+                break
+    if prompt_at is None:
+        return None
+    prompt = _text_of(messages[prompt_at].get("content"))
+    match = _SEARCH_DIRECTIVE.search(prompt)
+    choice = body.get("tool_choice")
+    if match is not None:
+        wanted = int(match.group(1))
+    elif isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name") == SEARCH_TOOL_NAME:
+        wanted = 1
+    else:
+        return None
+    done = sum(
+        1
+        for message in messages[prompt_at + 1 :]
+        if isinstance(message, dict) and message.get("role") == "assistant"
+        and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_use" and block.get("name") == SEARCH_TOOL_NAME
+    )
+    if done >= wanted:
+        return Text() if done else None
+    query = " ".join(_DIRECTIVE.sub("", _SEARCH_DIRECTIVE.sub("", prompt)).split())[:ECHO_CHARS]
+    if done:
+        query = f"{query} (search {done + 1})"
+    return ToolUse(name=SEARCH_TOOL_NAME, input={"query": query or "search"})
