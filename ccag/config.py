@@ -161,6 +161,14 @@ SETTINGS: tuple[Setting, ...] = (
     # Logging.
     Setting("log_level", str, "info", "debug, info, warning or error"),
     Setting("log_bodies", bool, False, "log request and response bodies (debug only)"),
+    Setting("web_search", bool, True, "run Anthropic's web_search server tool by interception (off: such requests get a 400)"),
+    Setting("web_search_provider", str, "duckduckgo", "search provider: duckduckgo, tavily, serper, brave, searxng or custom"),
+    Setting("web_search_url", str, None, "the provider's endpoint (default: its public one; required for searxng and custom)"),
+    Setting("web_search_api_key", str, None, "API key of web_search_provider (tavily, serper, brave; optional for searxng and custom)"),
+    Setting("web_search_api_keys", str, None, "keys of other providers named in web_search_by_owner: tavily=KEY,brave=KEY"),
+    Setting("web_search_by_owner", str, None, "per user or team provider: user:NAME=off,team:NAME=tavily,team:NAME=searxng@URL"),
+    Setting("web_search_timeout", float, 10.0, "seconds one web search may take", _positive),
+    Setting("web_search_max_results", int, 8, "results per web search at most", _positive),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}

@@ -35,6 +35,7 @@ from ccag.bedrock.upstream import Upstream, upstream_failure
 from ccag.errors import ApiError, ClientDisconnected
 from ccag.server.types import Request, Responder
 from ccag.services import Services
+from ccag.websearch.loop import handle_web_search, needs_interception
 
 logger = logging.getLogger("ccag.messages")
 
@@ -113,6 +114,10 @@ class MessagesRoute:
         outcome.endpoint_id = upstream.endpoint_id
         outcome.bedrock_model_id = model.bedrock_id
         beta_header = request.headers.get("anthropic-beta")
+        if needs_interception(body):
+            # Anthropic's web_search server tool, run by ccag (ccag.websearch).
+            await handle_web_search(services, request, responder, outcome, body, model, beta_header)
+            return
         memory_key = upstream.capability_key(model.bedrock_id)
         translated = translate_messages(
             body, beta_header, model, services.verdicts(memory_key)

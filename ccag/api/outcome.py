@@ -47,3 +47,5 @@ class Outcome:
     observer: ResponseObserver = attrs.Factory(ResponseObserver)
     retried_without: list[str] = attrs.Factory(list)
     response_headers: list[tuple[str, str]] = attrs.Factory(list)  # budget status (ccag.spend)
+    model_calls: list[ResponseObserver] = attrs.Factory(list)  # one per Bedrock call when a request makes several (web search rounds); usage, tools, stop reason each
+    web_searches: int = 0  # searches ccag ran for this request (ccag.websearch)
