@@ -19,7 +19,8 @@ from ccag.store import open_store_sync
 from tests.admin_fixture import Caller, as_admin
 from tests.e2e_client import assert_error, flat_snapshot, message_body, post_messages, series
 from tests.gateway_fixture import open_gateway
-from tests.test_store import BACKENDS, _fresh_postgres_database, postgres_server  # noqa: F401
+from tests.postgres_fixture import BACKENDS, postgres_server  # noqa: F401
+from tests.postgres_fixture import fresh_postgres_database as _fresh_postgres_database
 
 # Published prices, USD per million tokens (input, output, cache read, cache
 # write 5m): the expectations below are computed from these by hand.
