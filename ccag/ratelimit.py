@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import attrs
 
@@ -45,7 +45,7 @@ class Limits:
     rpm: int | None = None
     tpm: int | None = None
 
-    def share(self, instances: int) -> "Limits":
+    def share(self, instances: int) -> Limits:
         """This gateway's share when ``instances`` gateways enforce the limit."""
         if instances <= 1:
             return self
@@ -226,9 +226,17 @@ class RateLimiter:
 
         checks: list[tuple[tuple[str, str], str, Limits]] = []
         if key_id is not None:
-            checks.append((("key", key_id), f"key {key_name or key_id!r}", self.limits_for("key", key_id)))
+            checks.append(
+                (
+                    ("key", key_id),
+                    f"key {key_name or key_id!r}",
+                    self.limits_for("key", key_id),
+                )
+            )
         if team is not None:
-            checks.append((("team", team), f"team {team!r}", self.limits_for("team", team)))
+            checks.append(
+                (("team", team), f"team {team!r}", self.limits_for("team", team))
+            )
         for window_id, (subject, rpm) in (extra_rpm or {}).items():
             checks.append((("extra", window_id), subject, Limits(rpm=rpm)))
 
@@ -260,7 +268,9 @@ class RateLimiter:
             state.requests.admit(now)
         return None
 
-    def record_tokens(self, key_id: str | None, team: str | None, tokens: int, now: float) -> None:
+    def record_tokens(
+        self, key_id: str | None, team: str | None, tokens: int, now: float
+    ) -> None:
         """Count a finished request's tokens against its key and team."""
         subjects = [("key", key_id), ("team", team)]
         for scope, name in subjects:
@@ -273,7 +283,8 @@ class RateLimiter:
 
     def _sweep(self, now: float) -> None:
         idle = [
-            key for key, state in self._subjects.items()
+            key
+            for key, state in self._subjects.items()
             if state.requests.is_idle(now) and state.tokens.is_idle(now)
         ]
         for key in idle:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccag.ratelimit import WINDOW_SECONDS, Limits, RateLimiter, RequestWindow, TokenWindow
+from ccag.ratelimit import (
+    WINDOW_SECONDS,
+    Limits,
+    RateLimiter,
+    RequestWindow,
+    TokenWindow,
+)
 
 
 def test_request_window_admits_the_limit_then_says_when_the_oldest_leaves() -> None:
@@ -153,7 +159,8 @@ def test_request_window_never_admits_more_than_the_limit_in_any_minute(
 @given(
     limit=st.integers(min_value=1, max_value=5000),
     entries=st.lists(
-        st.tuples(st.floats(min_value=0.0, max_value=20.0), st.integers(0, 3000)), max_size=40
+        st.tuples(st.floats(min_value=0.0, max_value=20.0), st.integers(0, 3000)),
+        max_size=40,
     ),
 )
 def test_token_window_wait_is_exactly_when_the_total_falls_below_the_limit(

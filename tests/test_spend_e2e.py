@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import calendar
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import h11
 import pytest
@@ -17,7 +18,13 @@ import trio
 from ccag.simulator.scenarios import Text, ToolUse, Usage
 from ccag.store import open_store_sync
 from tests.admin_fixture import Caller, as_admin
-from tests.e2e_client import assert_error, flat_snapshot, message_body, post_messages, series
+from tests.e2e_client import (
+    assert_error,
+    flat_snapshot,
+    message_body,
+    post_messages,
+    series,
+)
 from tests.gateway_fixture import open_gateway
 from tests.postgres_fixture import BACKENDS, postgres_server  # noqa: F401
 from tests.postgres_fixture import fresh_postgres_database as _fresh_postgres_database
@@ -27,14 +34,22 @@ from tests.postgres_fixture import fresh_postgres_database as _fresh_postgres_da
 SONNET_4_5 = (3.0, 15.0, 0.3, 3.75)
 HAIKU_4_5 = (1.0, 5.0, 0.1, 1.25)
 
-SONNET_USAGE = Usage(input_tokens=1000, output_tokens=2000, cache_read_input_tokens=3000,
-                     cache_creation_input_tokens=400)
+SONNET_USAGE = Usage(
+    input_tokens=1000,
+    output_tokens=2000,
+    cache_read_input_tokens=3000,
+    cache_creation_input_tokens=400,
+)
 HAIKU_USAGE = Usage(input_tokens=10_000, output_tokens=1_000)
 
 
 def _cost(prices: tuple[float, ...], usage: Usage) -> float:
-    tokens = (usage.input_tokens or 0, usage.output_tokens or 0,
-              usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
+    tokens = (
+        usage.input_tokens or 0,
+        usage.output_tokens or 0,
+        usage.cache_read_input_tokens,
+        usage.cache_creation_input_tokens,
+    )
     return sum(count * price for count, price in zip(tokens, prices)) / 1e6
 
 
@@ -54,7 +69,9 @@ async def test_spend_by_user_team_model_and_key_matches_the_prices_to_the_cent(
     tmp_path: Any, store_location: str
 ) -> None:
     with trio.fail_after(60):
-        async with open_gateway(tmp_path, settings={"store": store_location}) as running:
+        async with open_gateway(
+            tmp_path, settings={"store": store_location}
+        ) as running:
             alice = await running.new_key("alice-key", user="alice", team="red")
             bob = await running.new_key("bob-key", user="bob", team="blue")
             running.simulator.script(
@@ -63,10 +80,15 @@ async def test_spend_by_user_team_model_and_key_matches_the_prices_to_the_cent(
                 ToolUse(name="Read", input={"path": "x"}, usage=HAIKU_USAGE),
             )
 
-            plain = await post_messages(running.port, alice, message_body("claude-sonnet-4-5"))
+            plain = await post_messages(
+                running.port, alice, message_body("claude-sonnet-4-5")
+            )
             streamed = await post_messages(
-                running.port, alice, message_body("claude-sonnet-4-5", stream=True))
-            tool = await post_messages(running.port, bob, message_body("claude-haiku-4-5"))
+                running.port, alice, message_body("claude-sonnet-4-5", stream=True)
+            )
+            tool = await post_messages(
+                running.port, bob, message_body("claude-haiku-4-5")
+            )
             assert [plain.status, streamed.status, tool.status] == [200, 200, 200]
 
             admin = await as_admin(running.port)
@@ -74,26 +96,43 @@ async def test_spend_by_user_team_model_and_key_matches_the_prices_to_the_cent(
             by_team = await admin.ok("GET", "/admin/spend?by=team&since=1d")
             by_model = await admin.ok("GET", "/admin/spend?by=model&since=1d")
             by_key = await admin.ok("GET", "/admin/spend?by=key&since=1d")
-            as_alice = await Caller(running.port, alice).ok("GET", "/admin/spend?by=user")
+            as_alice = await Caller(running.port, alice).ok(
+                "GET", "/admin/spend?by=user"
+            )
 
-            rows = running.gateway.store.call(lambda c: c.query(
-                "SELECT user_name, team_name, key_name, endpoint, requested_model, "
-                "bedrock_model_id, status, input_tokens, output_tokens, cache_read_tokens, "
-                "cache_write_tokens, tool_calls, tool_names, duration_ms, ttft_ms "
-                "FROM spend_records ORDER BY at"))
+            rows = running.gateway.store.call(
+                lambda c: c.query(
+                    "SELECT user_name, team_name, key_name, endpoint, requested_model, "
+                    "bedrock_model_id, status, input_tokens, output_tokens, cache_read_tokens, "
+                    "cache_write_tokens, tool_calls, tool_names, duration_ms, ttft_ms "
+                    "FROM spend_records ORDER BY at"
+                )
+            )
 
     sonnet = _cost(SONNET_4_5, SONNET_USAGE)
     haiku = _cost(HAIKU_4_5, HAIKU_USAGE)
     assert round(sonnet * 2, 2) != round(haiku, 2)  # the groups can be told apart
     assert {k: round(v, 2) for k, v in _by(by_user, "user").items()} == {
-        "alice": round(2 * sonnet, 2), "bob": round(haiku, 2)}
-    assert _by(by_user, "user") == pytest.approx({"alice": 2 * sonnet, "bob": haiku}, abs=1e-9)
-    assert _by(by_team, "team") == pytest.approx({"red": 2 * sonnet, "blue": haiku}, abs=1e-9)
+        "alice": round(2 * sonnet, 2),
+        "bob": round(haiku, 2),
+    }
+    assert _by(by_user, "user") == pytest.approx(
+        {"alice": 2 * sonnet, "bob": haiku}, abs=1e-9
+    )
+    assert _by(by_team, "team") == pytest.approx(
+        {"red": 2 * sonnet, "blue": haiku}, abs=1e-9
+    )
     assert _by(by_model, "model") == pytest.approx(
-        {"claude-sonnet-4-5": 2 * sonnet, "claude-haiku-4-5": haiku}, abs=1e-9)
-    assert _by(by_key, "key") == pytest.approx({"alice-key": 2 * sonnet, "bob-key": haiku}, abs=1e-9)
+        {"claude-sonnet-4-5": 2 * sonnet, "claude-haiku-4-5": haiku}, abs=1e-9
+    )
+    assert _by(by_key, "key") == pytest.approx(
+        {"alice-key": 2 * sonnet, "bob-key": haiku}, abs=1e-9
+    )
     assert by_user["total_cost_usd"] == pytest.approx(2 * sonnet + haiku, abs=1e-6)
-    assert {row["user"]: row["requests"] for row in by_user["rows"]} == {"alice": 2, "bob": 1}
+    assert {row["user"]: row["requests"] for row in by_user["rows"]} == {
+        "alice": 2,
+        "bob": 1,
+    }
 
     # A member sees only their own spend.
     assert list(_by(as_alice, "user")) == ["alice"]
@@ -110,7 +149,9 @@ async def test_spend_by_user_team_model_and_key_matches_the_prices_to_the_cent(
     assert all(row[13] > 0 and row[14] is not None for row in rows)
 
 
-async def test_rate_limit_refuses_the_request_past_the_limit_with_retry_after(tmp_path: Any) -> None:
+async def test_rate_limit_refuses_the_request_past_the_limit_with_retry_after(
+    tmp_path: Any,
+) -> None:
     with trio.fail_after(30):
         async with open_gateway(tmp_path, settings={"key_rpm_limit": 2}) as running:
             for _ in range(2):
@@ -121,8 +162,12 @@ async def test_rate_limit_refuses_the_request_past_the_limit_with_retry_after(tm
 
             count_body = message_body()
             counts = [
-                await post_messages(running.port, running.key, count_body,
-                                    target="/v1/messages/count_tokens")
+                await post_messages(
+                    running.port,
+                    running.key,
+                    count_body,
+                    target="/v1/messages/count_tokens",
+                )
                 for _ in range(5)
             ]
             calls = len(running.simulator.model_requests())
@@ -137,7 +182,9 @@ async def test_rate_limit_refuses_the_request_past_the_limit_with_retry_after(tm
     assert snapshot[series("ccag.rate_limits.total")] == 1
 
 
-async def test_team_limit_override_of_zero_blocks_and_removing_it_unblocks(tmp_path: Any) -> None:
+async def test_team_limit_override_of_zero_blocks_and_removing_it_unblocks(
+    tmp_path: Any,
+) -> None:
     with trio.fail_after(30):
         async with open_gateway(tmp_path) as running:
             key = await running.new_key("carol-key", user="carol", team="green")
@@ -152,7 +199,9 @@ async def test_team_limit_override_of_zero_blocks_and_removing_it_unblocks(tmp_p
     document = assert_error(blocked, 429, "rate_limit_error")
     assert "team 'green'" in document["error"]["message"]
     assert other_team.status == 200
-    assert listing["overrides"] == [{"scope": "team", "name": "green", "rpm": 0, "tpm": None}]
+    assert listing["overrides"] == [
+        {"scope": "team", "name": "green", "rpm": 0, "tpm": None}
+    ]
     assert unblocked.status == 200
 
 
@@ -190,8 +239,10 @@ class WebhookReceiver:
         self.received.append(json.loads(body))
         self.arrived.set()
         self.arrived = trio.Event()
-        await stream.send_all(connection.send(h11.Response(status_code=204, headers=[])) +
-                              connection.send(h11.EndOfMessage()))
+        await stream.send_all(
+            connection.send(h11.Response(status_code=204, headers=[]))
+            + connection.send(h11.EndOfMessage())
+        )
         await stream.aclose()
 
     @property
@@ -208,19 +259,35 @@ async def test_blocking_budget_refuses_with_429_until_the_next_period_and_notifi
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(receiver.serve)
-            async with open_gateway(tmp_path, settings={"store": store_location}) as running:
+            async with open_gateway(
+                tmp_path, settings={"store": store_location}
+            ) as running:
                 running.gateway.services.spend.clock = lambda: now[0]
                 key = await running.new_key("dave-key", user="dave", team="red")
                 admin = await as_admin(running.port)
-                budget = await admin.ok("POST", "/admin/budgets", {
-                    "scope": "team", "name": "red", "period": "daily", "limit_usd": 0.05,
-                    "policy": "block", "webhook_url": receiver.url,
-                }, status=201)
-                running.simulator.script(Text(usage=SONNET_USAGE), Text(usage=SONNET_USAGE),
-                                         Text(usage=SONNET_USAGE))
+                budget = await admin.ok(
+                    "POST",
+                    "/admin/budgets",
+                    {
+                        "scope": "team",
+                        "name": "red",
+                        "period": "daily",
+                        "limit_usd": 0.05,
+                        "policy": "block",
+                        "webhook_url": receiver.url,
+                    },
+                    status=201,
+                )
+                running.simulator.script(
+                    Text(usage=SONNET_USAGE),
+                    Text(usage=SONNET_USAGE),
+                    Text(usage=SONNET_USAGE),
+                )
 
                 first = await post_messages(running.port, key, message_body())
-                second = await post_messages(running.port, key, message_body(stream=True))
+                second = await post_messages(
+                    running.port, key, message_body(stream=True)
+                )
                 refused = await post_messages(running.port, key, message_body())
                 while len(receiver.received) < 2:
                     await receiver.arrived.wait()
@@ -231,7 +298,9 @@ async def test_blocking_budget_refuses_with_429_until_the_next_period_and_notifi
             nursery.cancel_scope.cancel()
 
     sonnet = _cost(SONNET_4_5, SONNET_USAGE)
-    assert 0.05 * 0.8 > sonnet and 2 * sonnet >= 0.05  # crossing both thresholds at once
+    assert (
+        0.05 * 0.8 > sonnet and 2 * sonnet >= 0.05
+    )  # crossing both thresholds at once
     assert first.status == 200
     assert first.headers["x-ccag-budget-remaining-usd"] == "0.05"
     assert first.headers["x-ccag-budget-resets-at"] == "2030-01-16T00:00:00Z"
@@ -260,15 +329,26 @@ async def test_a_dead_webhook_receiver_never_delays_requests(tmp_path: Any) -> N
             await nursery.start(receiver.serve)
             async with open_gateway(tmp_path) as running:
                 admin = await as_admin(running.port)
-                await admin.ok("POST", "/admin/budgets", {
-                    "scope": "user", "name": "tester", "period": "monthly",
-                    "limit_usd": 0.000001, "policy": "notify", "webhook_url": receiver.url,
-                    "thresholds": [0.1, 0.5, 1.0],
-                }, status=201)
+                await admin.ok(
+                    "POST",
+                    "/admin/budgets",
+                    {
+                        "scope": "user",
+                        "name": "tester",
+                        "period": "monthly",
+                        "limit_usd": 0.000001,
+                        "policy": "notify",
+                        "webhook_url": receiver.url,
+                        "thresholds": [0.1, 0.5, 1.0],
+                    },
+                    status=201,
+                )
                 durations = []
                 for _ in range(4):
                     started = trio.current_time()
-                    reply = await post_messages(running.port, running.key, message_body())
+                    reply = await post_messages(
+                        running.port, running.key, message_body()
+                    )
                     durations.append(trio.current_time() - started)
                     assert reply.status == 200
                 spend = running.gateway.services.spend
@@ -286,11 +366,15 @@ async def test_graceful_shutdown_writes_buffered_records(tmp_path: Any) -> None:
             tmp_path, settings={"store": path, "spend_flush_interval": 3600.0}
         ) as running:
             for _ in range(3):
-                assert (await post_messages(running.port, running.key, message_body())).status == 200
+                assert (
+                    await post_messages(running.port, running.key, message_body())
+                ).status == 200
             buffered = len(running.gateway.services.spend.recorder.pending())
 
     with open_store_sync(path) as store:
-        written = store.call(lambda c: c.query("SELECT COUNT(*) FROM spend_records"))[0][0]
+        written = store.call(lambda c: c.query("SELECT COUNT(*) FROM spend_records"))[
+            0
+        ][0]
     assert (buffered, written) == (3, 3)
 
 
@@ -299,14 +383,23 @@ async def test_pricing_override_prices_later_calls(tmp_path: Any) -> None:
         async with open_gateway(tmp_path) as running:
             admin = await as_admin(running.port)
             running.simulator.script(Text(usage=HAIKU_USAGE), Text(usage=HAIKU_USAGE))
-            await post_messages(running.port, running.key, message_body("claude-haiku-4-5"))
-            await admin.ok("PUT", "/admin/pricing/claude-haiku-4-5",
-                           {"input": 2.0, "output": 10.0, "cache_read": 0.2, "cache_write": 2.5})
-            await post_messages(running.port, running.key, message_body("claude-haiku-4-5"))
+            await post_messages(
+                running.port, running.key, message_body("claude-haiku-4-5")
+            )
+            await admin.ok(
+                "PUT",
+                "/admin/pricing/claude-haiku-4-5",
+                {"input": 2.0, "output": 10.0, "cache_read": 0.2, "cache_write": 2.5},
+            )
+            await post_messages(
+                running.port, running.key, message_body("claude-haiku-4-5")
+            )
             listing = await admin.ok("GET", "/admin/pricing")
             spent = await admin.ok("GET", "/admin/spend?by=model")
 
     haiku = _cost(HAIKU_4_5, HAIKU_USAGE)
     entry = next(row for row in listing["models"] if row["model"] == "claude-haiku-4-5")
     assert entry["overridden"] is True and entry["input"] == 2.0
-    assert _by(spent, "model") == pytest.approx({"claude-haiku-4-5": haiku + 2 * haiku}, abs=1e-9)
+    assert _by(spent, "model") == pytest.approx(
+        {"claude-haiku-4-5": haiku + 2 * haiku}, abs=1e-9
+    )

@@ -27,7 +27,8 @@ import calendar
 import datetime
 import json
 import logging
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -48,14 +49,14 @@ BUDGET_HEADER = "x-ccag-budget"
 
 
 def rfc3339(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
 
 
 def period_bounds(period: str, at: float) -> tuple[float, float]:
     """The UTC calendar period holding ``at``: (start, end) in Unix seconds."""
-    moment = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "daily":
         start = day
@@ -178,7 +179,9 @@ class BudgetTracker:
         notify: called with each :class:`Notice` (must not block).
     """
 
-    def __init__(self, clock: Callable[[], float], notify: Callable[[Notice], None]) -> None:
+    def __init__(
+        self, clock: Callable[[], float], notify: Callable[[Notice], None]
+    ) -> None:
         self.clock = clock
         self._notify = notify
         self._by_subject: dict[tuple[str, str], list[Budget]] = {}
@@ -189,7 +192,9 @@ class BudgetTracker:
     def budgets(self) -> list[Budget]:
         return [budget for group in self._by_subject.values() for budget in group]
 
-    def replace(self, budgets: Iterable[Budget], spent: Mapping[tuple[str, float], float]) -> None:
+    def replace(
+        self, budgets: Iterable[Budget], spent: Mapping[tuple[str, float], float]
+    ) -> None:
         """Install budgets and their totals (from the store and pending records)."""
         by_subject: dict[tuple[str, str], list[Budget]] = {}
         for budget in budgets:
@@ -200,7 +205,9 @@ class BudgetTracker:
         for budget in self.budgets:
             self._check_thresholds(self.status(budget, now))
 
-    def add(self, user: str | None, team: str | None, cost_usd: float, at: float) -> None:
+    def add(
+        self, user: str | None, team: str | None, cost_usd: float, at: float
+    ) -> None:
         """Count one of this gateway's own records."""
         if cost_usd <= 0:
             return
@@ -212,7 +219,9 @@ class BudgetTracker:
 
     def status(self, budget: Budget, now: float) -> BudgetStatus:
         start, end = period_bounds(budget.period, now)
-        return BudgetStatus(budget, self._spent.get((budget.id, start), 0.0), start, end)
+        return BudgetStatus(
+            budget, self._spent.get((budget.id, start), 0.0), start, end
+        )
 
     def statuses(self, user: str | None, team: str | None) -> list[BudgetStatus]:
         now = self.clock()
@@ -248,7 +257,10 @@ class BudgetTracker:
             if budget.policy == "throttle" and budget.throttle_rpm is not None:
                 throttle_at = 1.0 if budget.throttle_at is None else budget.throttle_at
                 if status.fraction >= throttle_at:
-                    extra_rpm["budget:" + budget.id] = (f"the throttled {budget.label}", budget.throttle_rpm)
+                    extra_rpm["budget:" + budget.id] = (
+                        f"the throttled {budget.label}",
+                        budget.throttle_rpm,
+                    )
         return Admission(extra_rpm, headers)
 
     def _matching(self, user: str | None, team: str | None) -> list[Budget]:
@@ -269,35 +281,53 @@ class BudgetTracker:
             self._notified.add(key)
             logger.warning(
                 "%s reached %d%% of $%.2f ($%.2f spent; resets at %s)",
-                status.budget.label, round(threshold * 100), status.budget.limit_usd,
-                status.spent_usd, rfc3339(status.period_end),
+                status.budget.label,
+                round(threshold * 100),
+                status.budget.limit_usd,
+                status.spent_usd,
+                rfc3339(status.period_end),
             )
-            self._notify(Notice(status.budget, threshold, status.spent_usd,
-                                status.period_start, status.period_end))
+            self._notify(
+                Notice(
+                    status.budget,
+                    threshold,
+                    status.spent_usd,
+                    status.period_start,
+                    status.period_end,
+                )
+            )
 
 
 def budget_headers(statuses: list[BudgetStatus]) -> list[tuple[str, str]]:
     """Headers for the tightest budget: least remaining, then soonest reset."""
-    tightest = min(statuses, key=lambda status: (status.remaining_usd, status.period_end))
+    tightest = min(
+        statuses, key=lambda status: (status.remaining_usd, status.period_end)
+    )
     return [
         (REMAINING_HEADER, f"{tightest.remaining_usd:.2f}"),
         (RESETS_AT_HEADER, rfc3339(tightest.period_end)),
         (LIMIT_HEADER, f"{tightest.budget.limit_usd:.2f}"),
-        (BUDGET_HEADER, f"{tightest.budget.scope}:{tightest.budget.name}:{tightest.budget.period}"),
+        (
+            BUDGET_HEADER,
+            f"{tightest.budget.scope}:{tightest.budget.name}:{tightest.budget.period}",
+        ),
     ]
 
 
 # -- the store --------------------------------------------------------------
 
-_BUDGET_COLUMNS = (
-    "id, scope, name, period, limit_usd, policy, thresholds, throttle_at, throttle_rpm, webhook_url"
-)
+_BUDGET_COLUMNS = "id, scope, name, period, limit_usd, policy, thresholds, throttle_at, throttle_rpm, webhook_url"
 
 
 def _budget(row: tuple[Any, ...]) -> Budget:
     return Budget(
-        id=row[0], scope=row[1], name=row[2], period=row[3], limit_usd=float(row[4]),
-        policy=row[5], thresholds=tuple(float(value) for value in json.loads(row[6])),
+        id=row[0],
+        scope=row[1],
+        name=row[2],
+        period=row[3],
+        limit_usd=float(row[4]),
+        policy=row[5],
+        thresholds=tuple(float(value) for value in json.loads(row[6])),
         throttle_at=None if row[7] is None else float(row[7]),
         throttle_rpm=None if row[8] is None else int(row[8]),
         webhook_url=row[9],
@@ -305,12 +335,16 @@ def _budget(row: tuple[Any, ...]) -> Budget:
 
 
 def load_budgets(connection: Connection) -> list[Budget]:
-    rows = connection.query(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY scope, name, period")
+    rows = connection.query(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY scope, name, period"
+    )
     return [_budget(row) for row in rows]
 
 
 def get_budget(connection: Connection, budget_id: str) -> Budget | None:
-    rows = connection.query(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE id = ?", (budget_id,))
+    rows = connection.query(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE id = ?", (budget_id,)
+    )
     return _budget(rows[0]) if rows else None
 
 
@@ -319,9 +353,19 @@ def save_budget(connection: Connection, budget: Budget, now: float) -> None:
     connection.execute("DELETE FROM budgets WHERE id = ?", (budget.id,))
     connection.execute(
         f"INSERT INTO budgets ({_BUDGET_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (budget.id, budget.scope, budget.name, budget.period, budget.limit_usd, budget.policy,
-         json.dumps(list(budget.thresholds)), budget.throttle_at, budget.throttle_rpm,
-         budget.webhook_url, now),
+        (
+            budget.id,
+            budget.scope,
+            budget.name,
+            budget.period,
+            budget.limit_usd,
+            budget.policy,
+            json.dumps(list(budget.thresholds)),
+            budget.throttle_at,
+            budget.throttle_rpm,
+            budget.webhook_url,
+            now,
+        ),
     )
 
 
@@ -330,7 +374,9 @@ def delete_budget(connection: Connection, budget_id: str) -> int:
     return connection.execute("DELETE FROM budgets WHERE id = ?", (budget_id,))
 
 
-def spent_in_period(connection: Connection, budget: Budget, start: float, end: float) -> float:
+def spent_in_period(
+    connection: Connection, budget: Budget, start: float, end: float
+) -> float:
     column = "user_name" if budget.scope == "user" else "team_name"
     rows = connection.query(
         f"SELECT COALESCE(SUM(cost_usd), 0) FROM spend_records "

@@ -15,8 +15,12 @@ def load_limits(connection: Connection) -> dict[tuple[str, str], Limits]:
     return {(row[0], row[1]): Limits(row[2], row[3]) for row in rows}
 
 
-def save_limits(connection: Connection, scope: str, name: str, limits: Limits, now: float) -> None:
-    connection.execute("DELETE FROM rate_limits WHERE scope = ? AND name = ?", (scope, name))
+def save_limits(
+    connection: Connection, scope: str, name: str, limits: Limits, now: float
+) -> None:
+    connection.execute(
+        "DELETE FROM rate_limits WHERE scope = ? AND name = ?", (scope, name)
+    )
     connection.execute(
         "INSERT INTO rate_limits (scope, name, rpm, tpm, updated_at) VALUES (?, ?, ?, ?, ?)",
         (scope, name, limits.rpm, limits.tpm, now),

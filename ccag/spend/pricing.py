@@ -8,7 +8,8 @@ operator's models file) and may be overridden per model by an admin (the
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -28,14 +29,18 @@ class Price:
     cache_write: float
 
     @classmethod
-    def from_pricing(cls, pricing: Pricing) -> "Price":
+    def from_pricing(cls, pricing: Pricing) -> Price:
         # Usage does not say which cache TTL a write used; the 5-minute
         # price is the default TTL's.
         # TODO: price 1-hour cache writes at their own rate; until the
         # observer splits cache writes by TTL they are priced as 5-minute ones.
-        return cls(pricing.input, pricing.output, pricing.cache_read, pricing.cache_write_5m)
+        return cls(
+            pricing.input, pricing.output, pricing.cache_read, pricing.cache_write_5m
+        )
 
-    def cost(self, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> float:
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int
+    ) -> float:
         """USD for these token counts."""
         total = (
             input_tokens * self.input
@@ -57,7 +62,9 @@ class PriceTable:
     """
 
     def __init__(self, models: Mapping[str, ModelFacts]) -> None:
-        self._shipped = {name: Price.from_pricing(facts.pricing) for name, facts in models.items()}
+        self._shipped = {
+            name: Price.from_pricing(facts.pricing) for name, facts in models.items()
+        }
         self._unknown = Price.from_pricing(unknown_model_facts().pricing)
         self._overrides: Mapping[str, Price] = {}
 
@@ -75,7 +82,11 @@ class PriceTable:
         """Every model's price in force, and whether an admin set it."""
         names = sorted(set(self._shipped) | set(self._overrides))
         return [
-            {"model": name, "overridden": name in self._overrides, **self.price(name).document()}
+            {
+                "model": name,
+                "overridden": name in self._overrides,
+                **self.price(name).document(),
+            }
             for name in names
         ]
 

@@ -58,7 +58,7 @@ def spend_by(
     result = []
     for row in rows:
         named = dict(zip(columns, row[: len(columns)]))
-        totals = row[len(columns):]
+        totals = row[len(columns) :]
         entry: dict[str, Any] = {by: named[columns[0]]}
         if by == "key":
             entry["key_id"] = named["key_id"]

@@ -22,11 +22,13 @@ nothing, and a crash loses at most one flush interval of records.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import secrets
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import trio
@@ -55,10 +57,28 @@ MAX_TOOL_NAMES = 64
 SHUTDOWN_FLUSH_SECONDS = 10.0
 
 COLUMNS = (
-    "id", "at", "day", "request_id", "key_id", "key_name", "user_name", "team_name",
-    "endpoint", "requested_model", "model", "bedrock_model_id", "status",
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "duration_ms", "ttft_ms", "tool_calls", "tool_names", "cost_usd",
+    "id",
+    "at",
+    "day",
+    "request_id",
+    "key_id",
+    "key_name",
+    "user_name",
+    "team_name",
+    "endpoint",
+    "requested_model",
+    "model",
+    "bedrock_model_id",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "duration_ms",
+    "ttft_ms",
+    "tool_calls",
+    "tool_names",
+    "cost_usd",
 )
 
 _INSERT = (
@@ -125,7 +145,7 @@ class SpendRecord:
         team_name: str | None = None,
         requested_model: str | None = None,
         bedrock_model_id: str | None = None,
-    ) -> "SpendRecord":
+    ) -> SpendRecord:
         """A new record with a fresh id (for every model call, including the
         extra calls one request makes, such as web search rounds)."""
         names = list(tools)
@@ -206,7 +226,9 @@ class SpendRecorder:
         self._buffer.append(record)
         if len(self._buffer) > MAX_BUFFERED_RECORDS:
             overflow = self._buffer.popleft()
-            logger.error("spend buffer full (store down?); record %s quarantined", overflow.id)
+            logger.error(
+                "spend buffer full (store down?); record %s quarantined", overflow.id
+            )
             self._quarantine([overflow], "buffer full")
         if len(self._buffer) >= self.batch_size:
             self._batch_full.set()
@@ -239,7 +261,10 @@ class SpendRecorder:
         """
         async with self._flush_lock:
             while self._buffer:
-                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                batch = [
+                    self._buffer.popleft()
+                    for _ in range(min(self.batch_size, len(self._buffer)))
+                ]
                 self._in_flight = batch
                 try:
                     is_written = await self._write_batch(batch)
@@ -254,7 +279,8 @@ class SpendRecorder:
                     self._buffer.extendleft(reversed(batch))
                     self.telemetry.spend_flush_error()
                     self._retry_delay = min(
-                        MAX_RETRY_SECONDS, max(FIRST_RETRY_SECONDS, self._retry_delay * 2)
+                        MAX_RETRY_SECONDS,
+                        max(FIRST_RETRY_SECONDS, self._retry_delay * 2),
                     )
                     return False
             self._batch_full = trio.Event()
@@ -275,18 +301,26 @@ class SpendRecorder:
         # Row by row: find out whether one record is refused or the store is.
         for index, record in enumerate(batch):
             try:
-                await self.store.run(lambda connection: insert_records(connection, [record]))
+                await self.store.run(
+                    functools.partial(insert_records, records=[record])
+                )
                 self.written += 1
                 continue
             except StoreError as exc:
                 row_error = exc
             if not await self._store_answers():
                 if self._retry_delay == 0.0:
-                    logger.error("cannot write spend records, will retry: %s", batch_error)
+                    logger.error(
+                        "cannot write spend records, will retry: %s", batch_error
+                    )
                 # Keep the rest (the written ones are already out of the batch).
                 del batch[:index]
                 return False
-            logger.error("the store refused spend record %s; quarantined: %s", record.id, row_error)
+            logger.error(
+                "the store refused spend record %s; quarantined: %s",
+                record.id,
+                row_error,
+            )
             await trio.to_thread.run_sync(self._quarantine, [record], str(row_error))
         batch.clear()
         return True
@@ -307,11 +341,18 @@ class SpendRecorder:
             # The last place left is the log; records hold no prompt text.
             logger.error(
                 "cannot append to the spend quarantine file %s (%s); records: %s",
-                self.quarantine_path, exc.strerror, lines.strip(),
+                self.quarantine_path,
+                exc.strerror,
+                lines.strip(),
             )
         self.quarantined += len(records)
         self.telemetry.spend_quarantined(len(records))
-        logger.warning("%d spend record(s) quarantined to %s (%s)", len(records), self.quarantine_path, reason[:200])
+        logger.warning(
+            "%d spend record(s) quarantined to %s (%s)",
+            len(records),
+            self.quarantine_path,
+            reason[:200],
+        )
 
     # -- shutdown -------------------------------------------------------------
 
@@ -326,9 +367,13 @@ class SpendRecorder:
                 while self._buffer and trio.current_time() < deadline:
                     if await self.flush():
                         break
-                    await trio.sleep(min(self._retry_delay, max(0.0, deadline - trio.current_time())))
+                    await trio.sleep(
+                        min(self._retry_delay, max(0.0, deadline - trio.current_time()))
+                    )
             left = [*self._in_flight, *self._buffer]
             self._buffer.clear()
             if left:
-                logger.error("the store did not take %d spend record(s) at shutdown", len(left))
+                logger.error(
+                    "the store did not take %d spend record(s) at shutdown", len(left)
+                )
                 self._quarantine(left, "store unavailable at shutdown")

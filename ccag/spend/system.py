@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import trio
 
@@ -43,7 +44,9 @@ def quarantine_path(config: Any) -> str:
     backend, target = parse_store_url(config.resolved_store)
     if backend == "sqlite" and target != ":memory:":
         return target + QUARANTINE_SUFFIX
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return os.path.join(base, "ccag", "spend-quarantine.jsonl")
 
 
@@ -105,8 +108,11 @@ class SpendSystem:
         """
         admission: Admission = self.budgets.admit(principal.user, principal.team)
         refusal = self.limiter.check(
-            principal.key_id, principal.key_name, principal.team,
-            trio.current_time(), admission.extra_rpm,
+            principal.key_id,
+            principal.key_name,
+            principal.team,
+            trio.current_time(),
+            admission.extra_rpm,
         )
         if refusal is None:
             return admission.headers
@@ -121,15 +127,23 @@ class SpendSystem:
     def sink(self, outcome: Outcome) -> None:
         """Record a finished ``/v1/messages`` request (a :class:`Services` sink)."""
         usage = outcome.observer.usage
-        has_tokens = (usage.input_tokens or usage.output_tokens
-                      or usage.cache_read_tokens or usage.cache_write_tokens)
+        has_tokens = (
+            usage.input_tokens
+            or usage.output_tokens
+            or usage.cache_read_tokens
+            or usage.cache_write_tokens
+        )
         if outcome.key_id is None or outcome.bedrock_model_id is None:
             return
         if not has_tokens and outcome.error_type is None and outcome.status != 200:
             # Refused here before any model call (a request Bedrock never saw).
             return
 
-        ended_at = outcome.completed_at if outcome.completed_at is not None else trio.current_time()
+        ended_at = (
+            outcome.completed_at
+            if outcome.completed_at is not None
+            else trio.current_time()
+        )
         ttft_ms = None
         if outcome.first_content_at is not None:
             ttft_ms = (outcome.first_content_at - outcome.started_at) * 1000.0
@@ -142,8 +156,12 @@ class SpendSystem:
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_tokens,
             cache_write_tokens=usage.cache_write_tokens,
-            cost_usd=price.cost(usage.input_tokens, usage.output_tokens,
-                                usage.cache_read_tokens, usage.cache_write_tokens),
+            cost_usd=price.cost(
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+            ),
             duration_ms=(ended_at - outcome.started_at) * 1000.0,
             ttft_ms=ttft_ms,
             tools=outcome.observer.tool_calls,
@@ -168,8 +186,10 @@ class SpendSystem:
         """
         self.recorder.add(record)
         self.limiter.record_tokens(
-            record.key_id, record.team_name,
-            record.input_tokens + record.output_tokens, trio.current_time(),
+            record.key_id,
+            record.team_name,
+            record.input_tokens + record.output_tokens,
+            trio.current_time(),
         )
         self.budgets.add(record.user_name, record.team_name, record.cost_usd, record.at)
 
@@ -190,7 +210,9 @@ class SpendSystem:
             totals: dict[tuple[str, float], float] = {}
             for budget in budgets:
                 start, end = period_bounds(budget.period, now)
-                totals[(budget.id, start)] = budget_store.spent_in_period(connection, budget, start, end)
+                totals[(budget.id, start)] = budget_store.spent_in_period(
+                    connection, budget, start, end
+                )
             return limits, overrides, budgets, totals
 
         limits, overrides, budgets, totals = await self.store.run(read, readonly=True)
@@ -198,7 +220,9 @@ class SpendSystem:
         # Records not yet in the store are this gateway's own: add them.
         for record in self.recorder.pending():
             for budget in budgets:
-                subject = record.user_name if budget.scope == "user" else record.team_name
+                subject = (
+                    record.user_name if budget.scope == "user" else record.team_name
+                )
                 start, _ = period_bounds(budget.period, record.at)
                 if subject == budget.name and (budget.id, start) in totals:
                     totals[(budget.id, start)] += record.cost_usd
@@ -207,7 +231,9 @@ class SpendSystem:
         self.prices.set_overrides(overrides)
         self.budgets.replace(budgets, totals)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the flush, webhook and refresh loops until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.recorder.run_flush_loop)
@@ -222,7 +248,10 @@ class SpendSystem:
                 await self.refresh()
             except StoreError as exc:
                 if not self._is_refresh_failing:
-                    logger.error("cannot reload limits, prices and budgets; keeping the last: %s", exc)
+                    logger.error(
+                        "cannot reload limits, prices and budgets; keeping the last: %s",
+                        exc,
+                    )
                 self._is_refresh_failing = True
                 continue
             if self._is_refresh_failing:
@@ -242,7 +271,9 @@ class SpendSystem:
 
     async def _claim_notice(self, notice: Notice) -> bool:
         now = self.clock()
-        return await self.store.run(lambda connection: budget_store.claim_notice(connection, notice, now))
+        return await self.store.run(
+            lambda connection: budget_store.claim_notice(connection, notice, now)
+        )
 
 
 async def start_spend_system(

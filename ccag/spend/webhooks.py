@@ -12,10 +12,13 @@ import json
 import logging
 import ssl
 import urllib.parse
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import h11
 import trio
+
+from ccag.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +61,28 @@ async def post_json(url: str, payload: dict[str, Any]) -> int:
     try:
         stream: trio.abc.Stream = await trio.open_tcp_stream(parts.hostname, port)
         if parts.scheme == "https":
-            stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=parts.hostname)
+            stream = trio.SSLStream(
+                stream, ssl.create_default_context(), server_hostname=parts.hostname
+            )
         async with stream:
             connection = h11.Connection(h11.CLIENT)
             host = parts.netloc.rpartition("@")[2]
-            data = connection.send(h11.Request(method="POST", target=target, headers=[
-                ("host", host), ("content-type", "application/json"),
-                ("content-length", str(len(body))), ("user-agent", "ccag-webhook"),
-                ("connection", "close"),
-            ]))
-            data += connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage())
+            data = connection.send(
+                h11.Request(
+                    method="POST",
+                    target=target,
+                    headers=[
+                        ("host", host),
+                        ("content-type", "application/json"),
+                        ("content-length", str(len(body))),
+                        ("user-agent", "ccag-webhook"),
+                        ("connection", "close"),
+                    ],
+                )
+            )
+            data += connection.send(h11.Data(data=body)) + connection.send(
+                h11.EndOfMessage()
+            )
             await stream.send_all(data)
             read = 0
             while True:
@@ -77,7 +92,7 @@ async def post_json(url: str, payload: dict[str, Any]) -> int:
                     read += len(chunk)
                     if read > MAX_ANSWER_BYTES:
                         raise WebhookError("answer too long")
-                    connection.receive_data(chunk)
+                    connection.receive_data(bytes(chunk))
                     continue
                 if isinstance(event, h11.Response):
                     return int(event.status_code)
@@ -96,7 +111,9 @@ class WebhookSender:
     """
 
     def __init__(self, claim: Claim | None = None) -> None:
-        self._send, self._receive = trio.open_memory_channel[tuple[str, Any]](QUEUE_SIZE)
+        self._send, self._receive = trio.open_memory_channel[tuple[str, Any]](
+            QUEUE_SIZE
+        )
         self._claim = claim
         self.delivered = 0
         self.failed = 0
@@ -106,9 +123,13 @@ class WebhookSender:
         try:
             self._send.send_nowait((url, notice))
         except trio.WouldBlock:
-            logger.error("webhook queue full; a budget notice for %s was dropped", url[:200])
+            logger.error(
+                "webhook queue full; a budget notice for %s was dropped", url[:200]
+            )
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the workers until cancelled."""
         async with trio.open_nursery() as nursery:
             for _ in range(WORKERS):
@@ -121,8 +142,10 @@ class WebhookSender:
                 try:
                     if not await self._claim(notice):
                         continue
-                except Exception as exc:  # the store is down: send anyway
-                    logger.warning("cannot record a budget notice (%s); sending it anyway", exc)
+                except StoreError as exc:  # the store is down: send anyway
+                    logger.warning(
+                        "cannot record a budget notice (%s); sending it anyway", exc
+                    )
             await self._deliver(url, notice.payload())
 
     async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
@@ -138,9 +161,19 @@ class WebhookSender:
                 problem = f"HTTP {status}"
             except (WebhookError, trio.TooSlowError) as exc:
                 problem = str(exc) or "timed out"
-            logger.warning("webhook %s attempt %d/%d failed: %s", url[:200], attempt, ATTEMPTS, problem)
+            logger.warning(
+                "webhook %s attempt %d/%d failed: %s",
+                url[:200],
+                attempt,
+                ATTEMPTS,
+                problem,
+            )
             if attempt < ATTEMPTS:
                 await trio.sleep(delay)
                 delay *= 2
         self.failed += 1
-        logger.error("webhook %s: budget notice not delivered after %d attempts", url[:200], ATTEMPTS)
+        logger.error(
+            "webhook %s: budget notice not delivered after %d attempts",
+            url[:200],
+            ATTEMPTS,
+        )

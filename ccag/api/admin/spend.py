@@ -25,7 +25,8 @@ import datetime
 import math
 import re
 import secrets
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ccag.api.admin.common import (
     Admin,
@@ -63,8 +64,17 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # (per thousand, or cents).
 MAX_PRICE_PER_MILLION = 100_000.0
 
-BUDGET_FIELDS = ("scope", "name", "period", "limit_usd", "policy", "thresholds",
-                 "throttle_at", "throttle_rpm", "webhook_url")
+BUDGET_FIELDS = (
+    "scope",
+    "name",
+    "period",
+    "limit_usd",
+    "policy",
+    "thresholds",
+    "throttle_at",
+    "throttle_rpm",
+    "webhook_url",
+)
 
 
 def parse_moment(text: str, now: float, field: str) -> float:
@@ -80,12 +90,18 @@ def parse_moment(text: str, now: float, field: str) -> float:
             f"{field}: {text[:80]!r} is neither a duration such as 7d or 12h nor an ISO date"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 
-def _number(document: Mapping[str, Any], field: str, *, integer: bool = False,
-            required: bool = False, maximum: float | None = None) -> Any:
+def _number(
+    document: Mapping[str, Any],
+    field: str,
+    *,
+    integer: bool = False,
+    required: bool = False,
+    maximum: float | None = None,
+) -> Any:
     value = document.get(field)
     if value is None:
         if required:
@@ -104,7 +120,9 @@ def _number(document: Mapping[str, Any], field: str, *, integer: bool = False,
 def _choice(document: Mapping[str, Any], field: str, choices: tuple[str, ...]) -> str:
     value = document.get(field)
     if value not in choices:
-        raise bad_request(f"{field}: must be one of {', '.join(choices)}, not {value!r:.80}")
+        raise bad_request(
+            f"{field}: must be one of {', '.join(choices)}, not {value!r:.80}"
+        )
     return str(value)
 
 
@@ -124,15 +142,28 @@ class SpendRoutes:
         params = query(request)
         by = params.get("by", "user")
         if by not in GROUPS:
-            raise bad_request(f"by: must be one of {', '.join(GROUPS)}, not {by[:40]!r}")
+            raise bad_request(
+                f"by: must be one of {', '.join(GROUPS)}, not {by[:40]!r}"
+            )
         now = admin.now()
-        since = parse_moment(params["since"], now, "since") if params.get("since") else now - DEFAULT_SPAN_SECONDS
-        until = parse_moment(params["until"], now, "until") if params.get("until") else now + 1.0
+        since = (
+            parse_moment(params["since"], now, "since")
+            if params.get("since")
+            else now - DEFAULT_SPAN_SECONDS
+        )
+        until = (
+            parse_moment(params["until"], now, "until")
+            if params.get("until")
+            else now + 1.0
+        )
         if until <= since:
             raise bad_request("until must be after since")
 
-        filters = {"user": params.get("user") or None, "team": params.get("team") or None,
-                   "key_id": params.get("key_id") or None}
+        filters = {
+            "user": params.get("user") or None,
+            "team": params.get("team") or None,
+            "key_id": params.get("key_id") or None,
+        }
         if not principal.is_admin:
             filters = _own_spend(principal)
 
@@ -140,13 +171,16 @@ class SpendRoutes:
         await self.spend.recorder.flush()
         rows = await admin.read(lambda c: spend_by(c, by, since, until, **filters))
         total = round(sum(row["cost_usd"] for row in rows), 6)
-        return Reply(200, {
-            "by": by,
-            "since": budget_store.rfc3339(since),
-            "until": budget_store.rfc3339(until),
-            "rows": rows,
-            "total_cost_usd": total,
-        })
+        return Reply(
+            200,
+            {
+                "by": by,
+                "since": budget_store.rfc3339(since),
+                "until": budget_store.rfc3339(until),
+                "rows": rows,
+                "total_cost_usd": total,
+            },
+        )
 
     # -- budgets --------------------------------------------------------------
 
@@ -156,8 +190,12 @@ class SpendRoutes:
         budgets = await admin.read(budget_store.load_budgets)
         now = self.spend.clock()
         if not principal.is_admin:
-            budgets = [b for b in budgets if (b.scope, b.name) in
-                       (("user", principal.user), ("team", principal.team))]
+            budgets = [
+                b
+                for b in budgets
+                if (b.scope, b.name)
+                in (("user", principal.user), ("team", principal.team))
+            ]
         return Reply(200, {"budgets": [self._status(b, now) for b in budgets]})
 
     def _status(self, budget: Budget, now: float) -> dict[str, Any]:
@@ -177,7 +215,9 @@ class SpendRoutes:
         try:
             await admin.write(lambda c: budget_store.save_budget(c, budget, now))
         except StoreConflict:
-            raise conflict(f"a {budget.period} budget for {budget.scope} {budget.name!r} exists") from None
+            raise conflict(
+                f"a {budget.period} budget for {budget.scope} {budget.name!r} exists"
+            ) from None
         await self._changed()
         return Reply(201, self._status(budget, self.spend.clock()))
 
@@ -203,7 +243,9 @@ class SpendRoutes:
         try:
             await admin.write(lambda c: budget_store.save_budget(c, budget, now))
         except StoreConflict:
-            raise conflict(f"a {budget.period} budget for {budget.scope} {budget.name!r} exists") from None
+            raise conflict(
+                f"a {budget.period} budget for {budget.scope} {budget.name!r} exists"
+            ) from None
         await self._changed()
         return Reply(200, self._status(budget, self.spend.clock()))
 
@@ -214,34 +256,52 @@ class SpendRoutes:
         await admin.admin(request)
         overrides = await admin.read(limit_store.load_limits)
         limiter = self.spend.limiter
-        return Reply(200, {
-            "defaults": {
-                "key": {"rpm": limiter.key_default.rpm, "tpm": limiter.key_default.tpm},
-                "team": {"rpm": limiter.team_default.rpm, "tpm": limiter.team_default.tpm},
+        return Reply(
+            200,
+            {
+                "defaults": {
+                    "key": {
+                        "rpm": limiter.key_default.rpm,
+                        "tpm": limiter.key_default.tpm,
+                    },
+                    "team": {
+                        "rpm": limiter.team_default.rpm,
+                        "tpm": limiter.team_default.tpm,
+                    },
+                },
+                "gateway_instances": limiter.instances,
+                "overrides": [
+                    limit_store.limits_document(scope, name, limits)
+                    for (scope, name), limits in sorted(overrides.items())
+                ],
             },
-            "gateway_instances": limiter.instances,
-            "overrides": [
-                limit_store.limits_document(scope, name, limits)
-                for (scope, name), limits in sorted(overrides.items())
-            ],
-        })
+        )
 
     async def limit_item(self, admin: Admin, request: Request) -> Reply:
         """``PUT``, ``DELETE /admin/limits/{key|team}/{name}``."""
         await admin.admin(request)
         scope, name = path_id(request, LIMITS_PREFIX)
         if scope not in limit_store.SCOPES or not name:
-            raise not_found("limits live at /admin/limits/key/{key id} and /admin/limits/team/{team}")
+            raise not_found(
+                "limits live at /admin/limits/key/{key id} and /admin/limits/team/{team}"
+            )
         if request.method == "DELETE":
-            removed = await admin.write(lambda c: limit_store.delete_limits(c, scope, name))
+            removed = await admin.write(
+                lambda c: limit_store.delete_limits(c, scope, name)
+            )
             if not removed:
                 raise not_found(f"no rate limit override for {scope} {name[:80]!r}")
             await self._changed()
             return Reply(200, {"deleted": {"scope": scope, "name": name}})
         document = body(request, ("rpm", "tpm"))
-        limits = Limits(_number(document, "rpm", integer=True), _number(document, "tpm", integer=True))
+        limits = Limits(
+            _number(document, "rpm", integer=True),
+            _number(document, "tpm", integer=True),
+        )
         now = admin.now()
-        await admin.write(lambda c: limit_store.save_limits(c, scope, name, limits, now))
+        await admin.write(
+            lambda c: limit_store.save_limits(c, scope, name, limits, now)
+        )
         await self._changed()
         return Reply(200, limit_store.limits_document(scope, name, limits))
 
@@ -250,7 +310,10 @@ class SpendRoutes:
     async def list_pricing(self, admin: Admin, request: Request) -> Reply:
         """``GET /admin/pricing``."""
         await admin.principal(request)
-        return Reply(200, {"unit": "USD per million tokens", "models": self.spend.prices.listing()})
+        return Reply(
+            200,
+            {"unit": "USD per million tokens", "models": self.spend.prices.listing()},
+        )
 
     async def pricing_item(self, admin: Admin, request: Request) -> Reply:
         """``PUT``, ``DELETE /admin/pricing/{model}``."""
@@ -265,10 +328,12 @@ class SpendRoutes:
             await self._changed()
             return Reply(200, {"deleted": model})
         document = body(request, ("input", "output", "cache_read", "cache_write"))
-        price = price_store.Price(*(
-            _number(document, field, required=True, maximum=MAX_PRICE_PER_MILLION)
-            for field in ("input", "output", "cache_read", "cache_write")
-        ))
+        price = price_store.Price(
+            *(
+                _number(document, field, required=True, maximum=MAX_PRICE_PER_MILLION)
+                for field in ("input", "output", "cache_read", "cache_write")
+            )
+        )
         now = admin.now()
         await admin.write(lambda c: price_store.save_override(c, model, price, now))
         await self._changed()
@@ -294,27 +359,45 @@ def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
     thresholds = document.get("thresholds")
     if thresholds is None:
         thresholds = list(budget_store.DEFAULT_THRESHOLDS)
-    if not isinstance(thresholds, list) or not thresholds or len(thresholds) > 10 or not all(
-        isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10 for t in thresholds
+    if (
+        not isinstance(thresholds, list)
+        or not thresholds
+        or len(thresholds) > 10
+        or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10
+            for t in thresholds
+        )
     ):
-        raise bad_request("thresholds: a list of up to 10 fractions of the limit, such as [0.8, 1.0]")
+        raise bad_request(
+            "thresholds: a list of up to 10 fractions of the limit, such as [0.8, 1.0]"
+        )
     throttle_rpm = _number(document, "throttle_rpm", integer=True)
     throttle_at = _number(document, "throttle_at")
     if policy == "throttle" and throttle_rpm is None:
         raise bad_request("throttle_rpm: required for the throttle policy")
     webhook_url = document.get("webhook_url")
     if webhook_url is not None and (
-        not isinstance(webhook_url, str) or not webhook_url.startswith(("http://", "https://"))
+        not isinstance(webhook_url, str)
+        or not webhook_url.startswith(("http://", "https://"))
     ):
         raise bad_request("webhook_url: must be an http:// or https:// URL")
     return Budget(
-        id=budget_id, scope=scope, name=name, period=period, limit_usd=limit_usd,
-        policy=policy, thresholds=tuple(sorted(float(t) for t in thresholds)),
-        throttle_at=throttle_at, throttle_rpm=throttle_rpm, webhook_url=webhook_url,
+        id=budget_id,
+        scope=scope,
+        name=name,
+        period=period,
+        limit_usd=limit_usd,
+        policy=policy,
+        thresholds=tuple(sorted(float(t) for t in thresholds)),
+        throttle_at=throttle_at,
+        throttle_rpm=throttle_rpm,
+        webhook_url=webhook_url,
     )
 
 
-def register_spend_routes(router: Router, services: Any, sessions: Any, store: Store) -> None:
+def register_spend_routes(
+    router: Router, services: Any, sessions: Any, store: Store
+) -> None:
     """Add the spend, budget, limit and pricing routes to ``router``."""
     admin = Admin(services, sessions, store)
     routes = SpendRoutes(admin, services.spend)
