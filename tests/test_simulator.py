@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime
 import json
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import boto3
@@ -20,14 +21,9 @@ from botocore.credentials import Credentials
 
 from ccag.simulator import (
     Fail,
-    Garbage,
-    Reset,
-    Stall,
     StreamException,
     Text,
     Thinking,
-    ToolUse,
-    Truncate,
     Usage,
     open_simulator,
 )
@@ -201,7 +197,6 @@ async def test_simulator_boto3_wrong_secret_is_invalid_signature() -> None:
         async with open_simulator() as sim:
             error = await _client_error(lambda: _runtime(sim, secret="wrong").invoke_model(modelId=PROFILE, body=_body()))
 
-    error = error
     assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
     assert error["Error"]["Code"] == "InvalidSignatureException"
     assert "signature we calculated does not match" in error["Error"]["Message"]
@@ -221,7 +216,7 @@ async def test_simulator_unknown_access_key_is_unrecognized_client() -> None:
 async def test_simulator_refuses_a_stale_signature() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_simulator() as sim:
-            old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=6)
+            old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=6)
             request = AWSRequest("POST", f"{sim.url}/model/{PROFILE}/invoke", data=_body(),
                                  headers={"content-type": "application/json"})
             request.context["timestamp"] = old.strftime("%Y%m%dT%H%M%SZ")

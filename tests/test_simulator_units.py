@@ -33,14 +33,19 @@ from ccag.simulator import (
 from ccag.simulator.catalog import models_from_facts
 from ccag.simulator.directives import default_scenario, default_text
 from ccag.simulator.errors import BedrockError
-from ccag.simulator.events import ReplyContext, build_events, message_from_events, split_evenly
+from ccag.simulator.events import (
+    ReplyContext,
+    build_events,
+    message_from_events,
+    split_evenly,
+)
 from ccag.simulator.sigv4 import verify_sigv4
 from ccag.simulator.validate import resolve_model_id
 
 PROFILE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 FOUNDATION = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 CONTEXT = ReplyContext("msg_bdrk_1", FOUNDATION, 10, "default", "toolu_bdrk_1")
-NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
 TIMEOUT = 10
 
 
@@ -266,7 +271,7 @@ async def test_simulator_reset_cuts_the_connection() -> None:
         async with open_simulator(verify_signatures=False) as sim:
             sim.script(Reset(after_events=2), Reset())
             _, streamed, stream_complete = await _raw_call(sim.url, STREAM_PATH, _body())
-            _, whole, whole_complete = await _raw_call(sim.url, f"/model/{PROFILE}/invoke", _body())
+            _, _, whole_complete = await _raw_call(sim.url, f"/model/{PROFILE}/invoke", _body())
 
     assert not stream_complete and _decode(streamed) == ["message_start", "content_block_start"]
     assert not whole_complete

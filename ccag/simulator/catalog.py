@@ -10,7 +10,7 @@ simulator reject something specific.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 

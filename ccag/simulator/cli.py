@@ -19,7 +19,11 @@ from typing import Any
 import trio
 
 from ccag.simulator.fixture import Simulator, run_simulator
-from ccag.simulator.handler import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY
+from ccag.simulator.handler import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_REGION,
+    DEFAULT_SECRET_KEY,
+)
 
 SIMULATE_HELP = """\
 Run a Bedrock stand-in (InvokeModel, InvokeModelWithResponseStream,

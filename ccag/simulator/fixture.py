@@ -9,8 +9,9 @@ caller's nursery and hands back the :class:`Simulator`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import trio

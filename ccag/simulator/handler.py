@@ -24,7 +24,8 @@ import json
 import logging
 import random
 import uuid
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
 import attrs
@@ -117,7 +118,7 @@ class SimulatorOptions:
     refuse_billing_header: bool = True
     application_profiles: Mapping[str, str] = attrs.field(factory=dict)
     seed: int | None = None
-    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc)
+    clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC)
 
 
 @attrs.define

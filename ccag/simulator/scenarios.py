@@ -14,7 +14,7 @@ API (``{"type": "text", "text": "hi"}``).
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -90,7 +90,7 @@ class Thinking:
     usage: Usage = Usage()
 
 
-Answer = Union[Text, ToolUse, Thinking]
+Answer = Text | ToolUse | Thinking
 
 
 @attrs.frozen
@@ -163,8 +163,8 @@ class Reset:
     answer: Answer = Text()
 
 
-Fault = Union[Fail, StreamException, Stall, Truncate, Garbage, Reset]
-Scenario = Union[Answer, Fault]
+Fault = Fail | StreamException | Stall | Truncate | Garbage | Reset
+Scenario = Answer | Fault
 
 SCENARIO_TYPES: dict[str, type] = {
     "text": Text,

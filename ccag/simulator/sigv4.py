@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -59,7 +59,7 @@ def _check_date(amz_date: str | None, now: datetime.datetime) -> datetime.dateti
             "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
         )
     try:
-        signed_at = datetime.datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=datetime.timezone.utc)
+        signed_at = datetime.datetime.strptime(amz_date, SIGV4_TIMESTAMP).replace(tzinfo=datetime.UTC)
     except ValueError:
         raise BedrockError("IncompleteSignatureException", f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.") from None
 
