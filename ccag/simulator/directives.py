@@ -26,7 +26,8 @@ Directives, written anywhere in the last user message's text:
     for Anthropic's server tool): call it with ``{"query": <the prompt>}``
     until it has been called N times since the prompt, then answer as after
     any tool result. A ``tool_choice`` forcing ``web_search`` without the
-    directive means one search (Claude Code's WebSearch sub-request).
+    directive, or ``web_search`` as the only tool offered, means one search
+    (Claude Code's WebSearch sub-request, which sends either).
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ import json
 import re
 from typing import Any
 
-from ccag.simulator.scenarios import Fail, Scenario, StreamException, Text, Thinking, ToolUse
+from ccag.simulator.scenarios import (
+    Fail,
+    Scenario,
+    StreamException,
+    Text,
+    Thinking,
+    ToolUse,
+)
 
 ECHO_CHARS = 60
 """How much of the prompt the default answer repeats: enough to recognise it."""
@@ -141,7 +149,9 @@ def _search_scenario(body: dict[str, Any]) -> Scenario | None:
     choice = body.get("tool_choice")
     if match is not None:
         wanted = int(match.group(1))
-    elif isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name") == SEARCH_TOOL_NAME:
+    elif (
+        isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name") == SEARCH_TOOL_NAME
+    ) or len(tools) == 1:
         wanted = 1
     else:
         return None
