@@ -30,11 +30,10 @@ from ccag.api.router import Router
 from ccag.auth.keys import KeyCache, create_key
 from ccag.auth.login import login_handler
 from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
-from ccag.bedrock.client import BedrockClient
 from ccag.bedrock.credentials import CredentialSource, has_credentials
 from ccag.bedrock.endpoint import resolve_endpoint_url
 from ccag.bedrock.facts import default_geo_prefix, shipped_models
-from ccag.bedrock.upstream import Upstream
+from ccag.bedrock.wiring import open_router, run_reload_loop
 from ccag.config import Config
 from ccag.errors import ConfigError
 from ccag.server import serve
@@ -125,25 +124,20 @@ async def run_gateway(
 
         geo_prefix = config.geo_prefix or default_geo_prefix(region)
         catalog = ModelCatalog(shipped_models(), load_json_file(config.models_file))
-        client = BedrockClient(
-            endpoint_url,
-            region,
-            credentials,
-            connect_timeout=config.connect_timeout,
-            pool_size=config.pool_size,
-            bearer_token=environ.get("AWS_BEARER_TOKEN_BEDROCK"),
+        # Bedrock endpoints, routing and failover (ccag.bedrock.wiring).
+        upstream = await open_router(
+            config, store, catalog,
+            region=region, endpoint_url=endpoint_url,
+            explicit_url=use_simulator or bool(config.endpoint_url), credentials=credentials,
+            environ=environ,
         )
-        upstream = Upstream(
-            endpoint_id=DEFAULT_ENDPOINT_ID,
-            region=region,
-            geo_prefix=geo_prefix,
-            client=client,
-            first_byte_timeout=config.first_byte_timeout,
-        )
+        client = upstream
+        nursery.start_soon(upstream.discovery.run_refresh_loop)
+        nursery.start_soon(run_reload_loop, upstream, config, store)
         telemetry = Telemetry(
             environ,
             canonical_models=catalog.canonical_names(),
-            endpoint_ids=[DEFAULT_ENDPOINT_ID],
+            endpoint_ids=upstream.endpoint_ids,
         )
         nursery.start_soon(telemetry.run_otlp_export)
         spend = await start_spend_system(
@@ -156,7 +150,7 @@ async def run_gateway(
             upstream=upstream,
             keys=keys,
             telemetry=telemetry,
-            geo_prefix=geo_prefix,
+            geo_prefix=upstream.home_geography,
             spend=spend,
             sinks=[spend.sink],
         )

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from ccag.errors import ConfigError
+from ccag.bedrock.endpoints import json_setting
 
 
 def _positive(value: float) -> float:
@@ -134,6 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds a rejected beta or field is remembered per model", _positive,
     ),
     Setting("models_file", str, None, "JSON file extending the model table"),
+    Setting("endpoints", object, None, "Bedrock endpoints: [[endpoints]] tables (id, region, geo_prefix, api, priority, weight, credentials, models) or their JSON", json_setting),
+    Setting("routing", object, None, "routing: {strategy, allow_cross_geography, geography, teams = {NAME = {endpoints, strategy, geography}}} or its JSON", json_setting),
     Setting("betas_file", str, None, "JSON file overriding the beta allowlist"),
     # Simulator.
     Setting(

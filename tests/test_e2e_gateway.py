@@ -188,7 +188,8 @@ async def test_unknown_model_is_404_naming_it_with_no_upstream_call(tmp_path) ->
                 running.key,
                 message_body("claude-imaginary-9", stream=True),
             )
-            upstream = running.simulator.requests
+            # Model discovery may list profiles; no model may be called.
+            upstream = running.simulator.model_requests()
 
     for each in (reply, streamed):
         document = assert_error(each, 404, "not_found_error")

@@ -25,13 +25,15 @@ import trio
 
 from ccag.anthropic.capabilities import parse_validation_rejection
 from ccag.anthropic.errors import UpstreamApiError, error_from_response
-from ccag.anthropic.stream import BedrockStreamTranslator, translate_message_body
+from ccag.anthropic.models import ResolvedModel
+from ccag.anthropic.stream import translate_message_body
 from ccag.anthropic.translate import BedrockRequest, translate_messages
 from ccag.api.relay import end_stream_with, relay_stream
 from ccag.api.outcome import CLIENT_CLOSED_STATUS, Outcome
 from ccag.api.responses import SSE_HEADERS, parse_json_body, send_error, send_json_bytes
 from ccag.bedrock.errors import UpstreamError
-from ccag.bedrock.upstream import Upstream, upstream_failure
+from ccag.bedrock.failover import run_with_failover
+from ccag.bedrock.upstream import upstream_failure
 from ccag.errors import ApiError, ClientDisconnected
 from ccag.server.types import Request, Responder
 from ccag.services import Services
@@ -106,18 +108,49 @@ class MessagesRoute:
 
         body = parse_json_body(request)
         outcome.streaming = body.get("stream") is True
-        model = services.catalog.resolve(_model_name(body), services.geo_prefix)
-        outcome.model_label = model.canonical
-        outcome.requested_model = model.requested
-
-        upstream = services.upstream
-        outcome.endpoint_id = upstream.endpoint_id
-        outcome.bedrock_model_id = model.bedrock_id
+        model_name = _model_name(body)
         beta_header = request.headers.get("anthropic-beta")
+        outcome.model_label = services.upstream.model_label(model_name)
+        outcome.requested_model = model_name
         if needs_interception(body):
+            model = services.catalog.resolve(model_name, services.geo_prefix)
+            outcome.model_label = model.canonical
+            outcome.endpoint_id = services.upstream.endpoint_id
+            outcome.bedrock_model_id = model.bedrock_id
             # Anthropic's web_search server tool, run by ccag (ccag.websearch).
             await handle_web_search(services, request, responder, outcome, body, model, beta_header)
             return
+
+        async def attempt(upstream: Any, model: ResolvedModel) -> None:
+            outcome.model_label = model.canonical
+            outcome.endpoint_id = upstream.endpoint_id
+            outcome.bedrock_model_id = model.bedrock_id
+            await self._call_with_validation_retry(
+                request, responder, outcome, upstream, body, beta_header, model
+            )
+
+        # Several endpoints (ccag.bedrock.failover): throttles, 5xx and
+        # connection failures before the head move the request on.
+        await run_with_failover(
+            services.upstream,
+            team=principal.team,
+            user=principal.user or principal.key_id,
+            model_name=model_name,
+            attempt=attempt,
+            response_started=lambda: responder.is_started,
+        )
+
+    async def _call_with_validation_retry(
+        self,
+        request: Request,
+        responder: Responder,
+        outcome: Outcome,
+        upstream: Any,
+        body: dict[str, Any],
+        beta_header: str | None,
+        model: ResolvedModel,
+    ) -> None:
+        services = self.services
         memory_key = upstream.capability_key(model.bedrock_id)
         translated = translate_messages(
             body, beta_header, model, services.verdicts(memory_key)
@@ -150,7 +183,7 @@ class MessagesRoute:
         request: Request,
         responder: Responder,
         outcome: Outcome,
-        upstream: Upstream,
+        upstream: Any,
         translated: BedrockRequest,
         requested_model: str,
     ) -> None:
@@ -165,7 +198,9 @@ class MessagesRoute:
                     raise error
                 outcome.error_type = None
                 if translated.stream:
-                    await self._relay_stream(responder, outcome, response, requested_model)
+                    await self._relay_stream(
+                        responder, outcome, upstream, response, requested_model
+                    )
                 else:
                     raw = await response.read_all(MAX_MESSAGE_BODY_BYTES)
                     message = translate_message_body(raw, requested_model, outcome.observer)
@@ -183,11 +218,17 @@ class MessagesRoute:
                 raise error from None
 
     async def _relay_stream(
-        self, responder: Responder, outcome: Outcome, response: Any, requested_model: str
+        self,
+        responder: Responder,
+        outcome: Outcome,
+        upstream: Any,
+        response: Any,
+        requested_model: str,
     ) -> None:
         """Forward Bedrock's event stream as SSE, frame by frame, as it lands."""
         config = self.services.config
-        translator = BedrockStreamTranslator(requested_model, outcome.observer)
+        # InvokeModel's event stream or mantle's SSE (ccag.bedrock.mantle).
+        translator = upstream.stream_translator(requested_model, outcome.observer)
         await responder.start_response(200, [*SSE_HEADERS, *outcome.response_headers])
         outcome.status = 200
         await relay_stream(

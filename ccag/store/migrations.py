@@ -170,7 +170,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
-    # Bedrock endpoints arrive as migration 4+.
+    Migration(
+        4,
+        "endpoints: Bedrock endpoints, team routes, capability overrides",
+        (
+            # The definition is the endpoint's table as JSON (see
+            # ccag.bedrock.endpoints): new keys need no migration.
+            """CREATE TABLE IF NOT EXISTS bedrock_endpoints (
+                id TEXT PRIMARY KEY,
+                definition TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS team_routes (
+                team TEXT PRIMARY KEY,
+                definition TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            # What Bedrock refused per endpoint and model (the capability
+            # memory), learnt or set by an admin; expires_at in Unix seconds.
+            """CREATE TABLE IF NOT EXISTS capability_verdicts (
+                model_key TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('beta', 'field')),
+                name TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (model_key, kind, name)
+            )""",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
