@@ -408,7 +408,7 @@ async def test_history_with_search_blocks_is_converted(tmp_path: Path) -> None:
                 ]},
             ],
         },
-        {"role": "user", "content": "thanks"},
+        {"role": "user", "content": "thanks [sim:search 0]"},
     ]
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
         async with open_fake_provider() as provider, open_gateway(
