@@ -58,6 +58,9 @@ def _share(limit: int | None, instances: int) -> int | None:
     return math.ceil(limit / instances)
 
 
+UNLIMITED = Limits()
+
+
 @attrs.frozen
 class Refusal:
     """Why a request may not go now, and when it may.
@@ -224,21 +227,20 @@ class RateLimiter:
         if self._checks % SWEEP_EVERY_CHECKS == 0:
             self._sweep(now)
 
-        checks: list[tuple[tuple[str, str], str, Limits]] = []
+        # Subjects for messages are (scope, name) until a refusal needs words.
+        checks: list[tuple[tuple[str, str], tuple[str, str], Limits]] = []
         if key_id is not None:
-            checks.append(
-                (
-                    ("key", key_id),
-                    f"key {key_name or key_id!r}",
-                    self.limits_for("key", key_id),
-                )
-            )
+            limits = self.limits_for("key", key_id)
+            if limits != UNLIMITED:
+                checks.append((("key", key_id), ("key", key_name or key_id), limits))
         if team is not None:
-            checks.append(
-                (("team", team), f"team {team!r}", self.limits_for("team", team))
-            )
+            limits = self.limits_for("team", team)
+            if limits != UNLIMITED:
+                checks.append((("team", team), ("team", team), limits))
         for window_id, (subject, rpm) in (extra_rpm or {}).items():
-            checks.append((("extra", window_id), subject, Limits(rpm=rpm)))
+            checks.append((("extra", window_id), ("", subject), Limits(rpm=rpm)))
+        if not checks:
+            return None
 
         worst: Refusal | None = None
         admitted: list[_Subject] = []
@@ -256,7 +258,9 @@ class RateLimiter:
                     continue
                 wait = window.wait(limit, now)
                 if wait is not None:
-                    refusal = Refusal(subject, unit, limit, whole_seconds(wait))
+                    scope, name = subject
+                    words = f"{scope} {name!r}" if scope else name
+                    refusal = Refusal(words, unit, limit, whole_seconds(wait))
                     if worst is None or refusal.retry_after > worst.retry_after:
                         worst = refusal
             if limits.rpm is not None:

@@ -17,7 +17,7 @@ import trio
 
 from ccag.simulator.scenarios import Text, ToolUse, Usage
 from ccag.store import open_store_sync
-from tests.admin_fixture import Caller, as_admin
+from tests.admin_fixture import Caller, as_admin, login
 from tests.e2e_client import (
     assert_error,
     flat_snapshot,
@@ -403,3 +403,66 @@ async def test_pricing_override_prices_later_calls(tmp_path: Any) -> None:
     assert _by(spent, "model") == pytest.approx(
         {"claude-haiku-4-5": haiku + 2 * haiku}, abs=1e-9
     )
+
+
+async def test_admin_cli_reports_spend_and_manages_budgets_and_limits(
+    tmp_path: Any, capsys: Any
+) -> None:
+    from ccag.cli import main
+
+    with trio.fail_after(30):
+        async with open_gateway(tmp_path) as running:
+            running.simulator.script(Text(usage=HAIKU_USAGE))
+            await post_messages(
+                running.port, running.key, message_body("claude-haiku-4-5")
+            )
+            token = await login(running.port)
+            common = ["--url", running.url, "--token", token]
+
+            def run(*argv: str) -> tuple[int, str]:
+                status = main(["admin", *argv, *common])
+                return status, capsys.readouterr().out
+
+            as_json = await trio.to_thread.run_sync(
+                run, "spend", "--by", "user", "--json"
+            )
+            table = await trio.to_thread.run_sync(
+                run, "spend", "--by", "model", "--since", "7d"
+            )
+            created = await trio.to_thread.run_sync(
+                run,
+                "budgets",
+                "create",
+                "--scope",
+                "user",
+                "--name",
+                "tester",
+                "--period",
+                "weekly",
+                "--limit-usd",
+                "25",
+                "--policy",
+                "notify",
+                "--json",
+            )
+            limited = await trio.to_thread.run_sync(
+                run, "limits", "set", "team", "web", "--rpm", "5", "--json"
+            )
+            listed = await trio.to_thread.run_sync(run, "limits", "list")
+
+    haiku = _cost(HAIKU_4_5, HAIKU_USAGE)
+    assert as_json[0] == 0
+    assert json.loads(as_json[1])["rows"][0]["cost_usd"] == pytest.approx(
+        haiku, abs=1e-9
+    )
+    assert (
+        table[0] == 0 and "claude-haiku-4-5" in table[1] and f"{haiku:.2f}" in table[1]
+    )
+    assert json.loads(created[1])["limit_usd"] == 25.0
+    assert json.loads(limited[1]) == {
+        "scope": "team",
+        "name": "web",
+        "rpm": 5,
+        "tpm": None,
+    }
+    assert "web" in listed[1] and "(default)" in listed[1]
