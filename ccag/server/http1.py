@@ -38,6 +38,15 @@ _HTTP_VERSION = "1.1"
 # Reason phrases are optional (RFC 9112 4) but some tools print them.
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
+# How often, per write_timeout, an idle connection's write watchdog wakes to
+# look for a write that started meanwhile; a stuck write is thus noticed
+# between 1 and 1 + 1/_WRITE_CHECKS_PER_TIMEOUT write timeouts after it began.
+_WRITE_CHECKS_PER_TIMEOUT = 4
+
+# What h11 puts in a response head whose body it frames as chunks (it
+# title-cases names and accepts no other transfer coding).
+_CHUNKED_HEAD_LINE = b"\r\ntransfer-encoding: chunked\r\n"
+
 
 class _ReadFailed(Exception):
     """Reading the request ended in an error response and a closed connection."""
@@ -74,6 +83,8 @@ class Http1Connection:
         self._keepalive_timeout: float = config.keepalive_timeout
         self._write_timeout: float = config.write_timeout
         self._write_failed = False
+        self._write_started_at: float | None = None
+        self._write_timed_out = False
         self._conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._max_header_bytes
         )
@@ -99,6 +110,7 @@ class Http1Connection:
         linger = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reader.run)
+            nursery.start_soon(self._watch_writes)
             try:
                 linger = await self._serve_requests()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -336,18 +348,43 @@ class Http1Connection:
             return
         if self._reader.is_closed or self._write_failed:
             raise ClientDisconnected("the client closed the connection")
+        # No cancel scope here: a stream writes once per event, and a scope
+        # per write cost more than the rest of the write. _watch_writes
+        # enforces the write timeout instead.
+        self._write_started_at = trio.current_time()
         try:
-            with trio.move_on_after(self._write_timeout) as scope:
-                await self._stream.send_all(data)
+            await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._write_failed = True
+            if self._write_timed_out:
+                raise ClientDisconnected(
+                    f"the client read nothing for {self._write_timeout}s"
+                ) from exc
             raise ClientDisconnected("the client closed the connection") from exc
-        if scope.cancelled_caught:
-            # A client that reads nothing would hold the handler forever.
-            self._write_failed = True
-            raise ClientDisconnected(
-                f"the client read nothing for {self._write_timeout}s"
-            )
+        finally:
+            self._write_started_at = None
+
+    async def _watch_writes(self) -> None:
+        """Close the connection when one write has been stuck for write_timeout.
+
+        A client that reads nothing would otherwise hold its handler forever.
+        Closing the stream wakes the blocked ``send_all`` with an error, which
+        ``_write`` turns into ``ClientDisconnected``.
+        """
+        timeout = self._write_timeout
+        check_every = timeout / _WRITE_CHECKS_PER_TIMEOUT
+        while True:
+            started = self._write_started_at
+            if started is None:
+                await trio.sleep(check_every)
+                continue
+            if trio.current_time() - started < timeout:
+                await trio.sleep_until(started + timeout)
+                continue
+            self._write_timed_out = True
+            logger.debug("client read nothing for %ss; closing", timeout)
+            await trio.aclose_forcefully(self._stream)
+            return
 
     async def _send_error(self, error: ApiError, request_id: str) -> None:
         """Send a final error response if the exchange still allows one."""
@@ -385,6 +422,7 @@ class Http1Responder(Responder):
         "_connection",
         "_ended",
         "_head",
+        "_is_chunked",
         "_is_head",
         "_request_id",
         "_started",
@@ -400,6 +438,7 @@ class Http1Responder(Responder):
         self._started = False
         self._ended = False
         self._head = b""
+        self._is_chunked = False
 
     @property
     def is_started(self) -> bool:
@@ -423,6 +462,7 @@ class Http1Responder(Responder):
         self._started = True
         # The head waits for the first body bytes so both go out in one write.
         self._head = head or b""
+        self._is_chunked = _CHUNKED_HEAD_LINE in self._head.lower()
         await trio.lowlevel.checkpoint()
 
     async def send_data(self, data: bytes) -> None:
@@ -433,9 +473,16 @@ class Http1Responder(Responder):
             if self._connection._reader.is_closed:
                 raise ClientDisconnected("the client closed the connection")
             return
-        framed = self._conn.send(h11.Data(data=data)) or b""
-        if self._head:
-            framed, self._head = self._head + framed, b""
+        if self._is_chunked:
+            # h11's chunked writer keeps no state, so framing the chunk here
+            # (the same bytes) spares an h11 event and its checks per write;
+            # h11 still writes the final chunk in end_response.
+            framed = b"".join((self._head, b"%x\r\n" % len(data), data, b"\r\n"))
+            self._head = b""
+        else:
+            framed = self._conn.send(h11.Data(data=data)) or b""
+            if self._head:
+                framed, self._head = self._head + framed, b""
         await self._connection._write(framed)
 
     async def end_response(self) -> None:
