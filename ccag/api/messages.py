@@ -112,19 +112,18 @@ class MessagesRoute:
         beta_header = request.headers.get("anthropic-beta")
         outcome.model_label = services.upstream.model_label(model_name)
         outcome.requested_model = model_name
-        if needs_interception(body):
-            model = services.catalog.resolve(model_name, services.geo_prefix)
-            outcome.model_label = model.canonical
-            outcome.endpoint_id = services.upstream.endpoint_id
-            outcome.bedrock_model_id = model.bedrock_id
-            # Anthropic's web_search server tool, run by ccag (ccag.websearch).
-            await handle_web_search(services, request, responder, outcome, body, model, beta_header)
-            return
+        intercept = needs_interception(body)
 
         async def attempt(upstream: Any, model: ResolvedModel) -> None:
             outcome.model_label = model.canonical
             outcome.endpoint_id = upstream.endpoint_id
             outcome.bedrock_model_id = model.bedrock_id
+            if intercept:
+                # Anthropic's web_search server tool, run by ccag (ccag.websearch).
+                await handle_web_search(
+                    services, request, responder, outcome, body, model, beta_header, upstream
+                )
+                return
             await self._call_with_validation_retry(
                 request, responder, outcome, upstream, body, beta_header, model
             )

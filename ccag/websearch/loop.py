@@ -250,7 +250,12 @@ class _SearchRun:
         config = self.services.config
         observer = ResponseObserver()
         self.outcome.model_calls.append(observer)
-        translator = BedrockStreamTranslator(self.model.requested, observer)
+        # An endpoint that streams in another format brings its own translator.
+        make_translator = getattr(self.upstream, "stream_translator", None)
+        if make_translator is not None:
+            translator = make_translator(self.model.requested, observer)
+        else:
+            translator = BedrockStreamTranslator(self.model.requested, observer)
         decoder = SSEDecoder()
         silent_for = 0.0
         while True:
