@@ -41,6 +41,7 @@ from ccag.simulator.events import (
     invocation_metrics,
     message_from_events,
 )
+from ccag.simulator.mantle import MANTLE, MANTLE_PATH, serve_mantle
 from ccag.simulator.profiles import all_profiles, list_inference_profiles
 from ccag.simulator.scenarios import (
     Answer,
@@ -256,6 +257,8 @@ class BedrockSimulator:
             return
 
         kind, encoded_model = self._route(request)
+        if request.method == "POST" and request.path == MANTLE_PATH:
+            kind = MANTLE
         record = ReceivedRequest(
             method=request.method,
             target=request.target,
@@ -268,6 +271,9 @@ class BedrockSimulator:
             raw_body=request.body,
         )
         self.requests.append(record)
+        if kind == MANTLE:
+            await serve_mantle(self, request, responder, record)
+            return
         request_id = self._new_id()
         try:
             if kind == "other":

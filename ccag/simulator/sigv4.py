@@ -88,6 +88,7 @@ def verify_sigv4(
     secrets: Mapping[str, str],
     region: str,
     now: datetime.datetime,
+    service: str = SIGNING_SERVICE,
 ) -> str:
     """Check the SigV4 signature of a request.
 
@@ -99,6 +100,8 @@ def verify_sigv4(
         secrets: access key id -> secret access key.
         region: the region the simulator stands in for.
         now: the current UTC time (timezone-aware).
+        service: the signing name the scope must carry (``bedrock-mantle``
+            for the mantle route).
 
     Returns:
         The access key id that signed the request.
@@ -122,8 +125,8 @@ def verify_sigv4(
         raise BedrockError("UnrecognizedClientException", "The security token included in the request is invalid.")
     if scope_region != region:
         raise BedrockError("InvalidSignatureException", f"Credential should be scoped to a valid region, not '{scope_region}'. ")
-    if scope_service != SIGNING_SERVICE:
-        raise BedrockError("InvalidSignatureException", f"Credential should be scoped to correct service: '{SIGNING_SERVICE}'. ")
+    if scope_service != service:
+        raise BedrockError("InvalidSignatureException", f"Credential should be scoped to correct service: '{service}'. ")
 
     # 2. The date: present, fresh, and the one the scope names.
     amz_date = headers.get("x-amz-date")

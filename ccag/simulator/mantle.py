@@ -1,0 +1,147 @@
+"""The simulator's ``bedrock-mantle`` route: Anthropic's Messages API.
+
+``POST /anthropic/v1/messages`` takes Anthropic's own request (``model`` and
+``stream`` in the body, ``anthropic-version`` and ``anthropic-beta`` as
+headers), signed with SigV4 for the service ``bedrock-mantle`` or carrying a
+Bedrock API key, and answers Anthropic's JSON or SSE. The body is checked
+and the answer built by the same machinery as InvokeModel's, so scripted
+scenarios work the same on both; errors come in Anthropic's envelope.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ccag.server.types import Request, Responder
+from ccag.simulator.directives import default_scenario, default_text
+from ccag.simulator.errors import BedrockError
+from ccag.simulator.events import ReplyContext, build_events, message_from_events
+from ccag.simulator.scenarios import Fail, StreamException, answer_of
+from ccag.simulator.sigv4 import verify_sigv4
+from ccag.simulator.tokens import estimate_input_tokens
+from ccag.simulator.validate import parse_invoke_body
+
+if TYPE_CHECKING:
+    from ccag.simulator.handler import BedrockSimulator, ReceivedRequest
+
+MANTLE_PATH = "/anthropic/v1/messages"
+MANTLE_SIGNING_NAME = "bedrock-mantle"
+MANTLE_ANTHROPIC_VERSIONS = frozenset({"2023-06-01"})
+MANTLE = "mantle"
+
+# Anthropic's error type for an HTTP status, as the Messages API names them.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def _envelope(status: int, message: str) -> bytes:
+    error = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}
+    return json.dumps({"type": "error", "error": error}, separators=(",", ":")).encode()
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+async def serve_mantle(
+    simulator: BedrockSimulator, request: Request, responder: Responder, record: ReceivedRequest
+) -> None:
+    """Answer one mantle Messages call."""
+    try:
+        await _answer(simulator, request, responder, record)
+    except BedrockError as error:
+        record.status, record.error = error.status, error.name
+        if responder.is_started:
+            raise
+        body = _envelope(error.status, error.message)
+        await responder.start_response(
+            error.status,
+            [("content-type", "application/json"), ("content-length", str(len(body)))],
+        )
+        await responder.send_data(body)
+        await responder.end_response()
+
+
+async def _answer(
+    simulator: BedrockSimulator, request: Request, responder: Responder, record: ReceivedRequest
+) -> None:
+    # 1. Authentication, version header, body: as the front end checks them.
+    authorization = request.headers.get("authorization") or ""
+    if authorization.startswith("Bearer "):
+        if authorization[len("Bearer ") :] not in simulator.options.api_keys:
+            raise BedrockError("AccessDeniedException", "Authentication failed.", status=403)
+    elif simulator.options.verify_signatures:
+        verify_sigv4(
+            method=request.method,
+            target=request.target,
+            headers=request.headers,
+            body=request.body,
+            secrets=simulator.options.credentials,
+            region=simulator.options.region,
+            now=simulator.options.clock(),
+            service=MANTLE_SIGNING_NAME,
+        )
+    if request.headers.get("anthropic-version") not in MANTLE_ANTHROPIC_VERSIONS:
+        raise BedrockError("ValidationException", "anthropic-version: header required", status=400)
+    try:
+        sent = json.loads(request.body)
+    except ValueError:
+        raise BedrockError("ValidationException", "body: not JSON", status=400) from None
+    if not isinstance(sent, dict) or not isinstance(sent.get("model"), str):
+        raise BedrockError("ValidationException", "model: required", status=400)
+
+    model_id = sent.pop("model")
+    stream = sent.pop("stream", False) is True
+    record.model_id = model_id
+    invoke_body = {"anthropic_version": "bedrock-2023-05-31", **sent}
+    betas = request.headers.get("anthropic-beta")
+    if betas:
+        invoke_body["anthropic_beta"] = [beta.strip() for beta in betas.split(",") if beta.strip()]
+    kind = "invoke-with-response-stream" if stream else "invoke"
+    model = simulator._resolve(quote(model_id, safe=""), kind)
+    body = parse_invoke_body(json.dumps(invoke_body).encode(), model, simulator._rules)
+
+    # 2. The scenario, then the answer.
+    scenario = simulator._next_scenario(model_id, kind) or default_scenario(body)
+    record.scenario = scenario
+    if isinstance(scenario, Fail):
+        raise BedrockError(scenario.name, scenario.message, scenario.status)
+    answer = answer_of(scenario)
+    assert answer is not None
+    context = ReplyContext(
+        message_id="msg_bdrk_" + simulator._new_id().replace("-", "")[:24],
+        model_id=model.bedrock_id,
+        input_tokens=estimate_input_tokens(body),
+        default_text=default_text(body),
+        tool_id="toolu_bdrk_" + simulator._new_id().replace("-", "")[:24],
+    )
+    events = build_events(answer, context)
+    record.status = 200
+    if not stream:
+        whole = json.dumps(message_from_events(events), separators=(",", ":")).encode()
+        await responder.start_response(
+            200, [("content-type", "application/json"), ("content-length", str(len(whole)))]
+        )
+        await responder.send_data(whole)
+        await responder.end_response()
+        return
+
+    await responder.start_response(200, [("content-type", "text/event-stream")])
+    for index, event in enumerate(events):
+        if isinstance(scenario, StreamException) and index == scenario.after_events:
+            error = {"type": "error", "error": {"type": "api_error", "message": scenario.message}}
+            await responder.send_data(_sse(error))
+            break
+        await responder.send_data(_sse(event))
+    await responder.end_response()
