@@ -446,3 +446,22 @@ async def test_upstream_failure_after_search_ends_stream_with_error(tmp_path: Pa
     assert "message_stop" not in [name for name, _ in events]
     kinds = [data["content_block"]["type"] for name, data in events if name == "content_block_start"]
     assert kinds == ["server_tool_use", "web_search_tool_result"]
+
+
+async def test_every_model_call_is_a_spend_record(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT_SECONDS):
+        async with open_fake_provider() as provider, open_gateway(
+            tmp_path, settings=search_settings_for(provider)
+        ) as running:
+            status, raw = await post(running, search_body("trio [sim:search 2]", stream=True))
+            await trio.sleep(0.05)
+            records = list(running.gateway.services.spend.recorder.pending())
+            calls = running.simulator.model_requests()
+
+    assert status == 200
+    usage = sse_events(raw)[-2][1]["usage"]
+    assert len(records) == len(calls) == 3
+    assert {record.request_id for record in records} == {records[0].request_id}
+    assert sum(record.input_tokens for record in records) == usage["input_tokens"]
+    assert sum(record.output_tokens for record in records) == usage["output_tokens"]
+    assert [record.tool_names for record in records] == ["web_search", "web_search", ""]

@@ -148,6 +148,21 @@ class SpendSystem:
         if outcome.first_content_at is not None:
             ttft_ms = (outcome.first_content_at - outcome.started_at) * 1000.0
         price = self.prices.price(outcome.model_label)
+        # One record per model call: a web search request makes several
+        # (ccag.websearch), each observed on its own in outcome.model_calls.
+        calls = outcome.model_calls if len(outcome.model_calls) > 1 else [outcome.observer]
+        for call in calls:
+            self._add_call(outcome, call.usage, call.tool_calls, price, ended_at, ttft_ms)
+
+    def _add_call(
+        self,
+        outcome: Outcome,
+        usage: Any,
+        tools: list[str],
+        price: Any,
+        ended_at: float,
+        ttft_ms: float | None,
+    ) -> None:
         record = SpendRecord.create(
             at=self.clock(),
             model=outcome.model_label,
@@ -164,7 +179,7 @@ class SpendSystem:
             ),
             duration_ms=(ended_at - outcome.started_at) * 1000.0,
             ttft_ms=ttft_ms,
-            tools=outcome.observer.tool_calls,
+            tools=tools,
             endpoint=outcome.endpoint,
             request_id=outcome.request_id,
             key_id=outcome.key_id,
