@@ -39,6 +39,7 @@ from ccag.errors import ConfigError
 from ccag.server import serve
 from ccag.services import Services
 from ccag.spend.system import start_spend_system
+from ccag.websearch.settings import search_settings
 from ccag.store import open_store
 from ccag.telemetry import Telemetry
 
@@ -87,6 +88,7 @@ async def run_gateway(
         task_status: receives the running :class:`Gateway`.
     """
     environ = os.environ if environ is None else environ
+    search_settings(config)  # a web search setup that cannot work stops the start (ConfigError)
     if shutdown is None:
         shutdown = trio.Event()
     use_simulator = credentials is None and simulator_wanted(config, environ)
