@@ -40,12 +40,17 @@ def _texts(content: Any) -> str:
     return "\n".join(parts)
 
 
-async def test_claude_code_web_search_through_ccag(tmp_path: Path, claude: Path) -> None:
-    prompt = 'Search the web for trio. [sim:tool WebSearch {"query":"trio python async"}]'
+async def test_claude_code_web_search_through_ccag(
+    tmp_path: Path, claude: Path
+) -> None:
+    prompt = (
+        'Search the web for trio. [sim:tool WebSearch {"query":"trio python async"}]'
+    )
     with trio.fail_after(SESSION_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
             run = await run_claude(
                 claude,
                 prompt,
@@ -55,19 +60,31 @@ async def test_claude_code_web_search_through_ccag(tmp_path: Path, claude: Path)
                 args=["--allowedTools", "WebSearch"],
                 timeout=SESSION_TIMEOUT_SECONDS - 10,
             )
-            calls = [call for call in running.simulator.model_requests() if call.kind != "count-tokens"]
+            calls = [
+                call
+                for call in running.simulator.model_requests()
+                if call.kind != "count-tokens"
+            ]
 
     assert run.returncode == 0 and not run.is_error, run.explain()
 
     # The provider got exactly the query the model wrote for the server tool.
     assert len(provider.received) == 1, run.explain()
     searches = [
-        call for call in calls if any(tool.get("name") == "web_search" for tool in call.body.get("tools", []))
+        call
+        for call in calls
+        if any(tool.get("name") == "web_search" for tool in call.body.get("tools", []))
     ]
-    assert len(searches) == 2, "the forced search call, then the call that reads the results"
+    assert len(searches) == 2, (
+        "the forced search call, then the call that reads the results"
+    )
     forced = searches[0].body
     assert forced["tools"] == [
-        {"name": "web_search", "description": forced["tools"][0]["description"], "input_schema": forced["tools"][0]["input_schema"]}
+        {
+            "name": "web_search",
+            "description": forced["tools"][0]["description"],
+            "input_schema": forced["tools"][0]["input_schema"],
+        }
     ]
     # Claude Code 2.1.197 forced the tool; 2.1.332 leaves the choice to the model.
     assert forced.get("tool_choice", {"type": "auto"}) in (

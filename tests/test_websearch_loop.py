@@ -30,7 +30,12 @@ from ccag.simulator import Fail, ToolUse
 from ccag.sse import SSEDecoder
 from ccag.websearch.tool import decode_snippet
 from tests.gateway_fixture import RunningGateway, open_gateway
-from tests.websearch_fakes import RESULTS, Answer, FakeProvider, open_fake_provider, search_settings_for
+from tests.websearch_fakes import (
+    RESULTS,
+    Answer,
+    open_fake_provider,
+    search_settings_for,
+)
 
 T = TypeVar("T")
 
@@ -51,7 +56,9 @@ def sdk_hygiene(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def sdk(running: RunningGateway) -> anthropic.Anthropic:
-    client = anthropic.Anthropic(base_url=running.url, api_key=running.key, max_retries=0)
+    client = anthropic.Anthropic(
+        base_url=running.url, api_key=running.key, max_retries=0
+    )
     _open_clients.append(client)
     return client
 
@@ -60,7 +67,9 @@ async def in_thread(call: Callable[[], T]) -> T:
     return await trio.to_thread.run_sync(call)
 
 
-def search_body(prompt: str, *, stream: bool, tool: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def search_body(
+    prompt: str, *, stream: bool, tool: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "model": MODEL,
         "max_tokens": 1024,
@@ -89,7 +98,9 @@ async def post(running: RunningGateway, body: dict[str, Any]) -> tuple[int, byte
         ],
     )
     await stream.send_all(
-        connection.send(request) + connection.send(h11.Data(data=payload)) + connection.send(h11.EndOfMessage())
+        connection.send(request)
+        + connection.send(h11.Data(data=payload))
+        + connection.send(h11.EndOfMessage())
     )
     status, body_bytes = 0, b""
     async with stream:
@@ -110,7 +121,12 @@ def sse_events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def expected_result(item: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "web_search_result", "url": item["url"], "title": item["title"], "page_age": item.get("page_age")}
+    return {
+        "type": "web_search_result",
+        "url": item["url"],
+        "title": item["title"],
+        "page_age": item.get("page_age"),
+    }
 
 
 def web_searches_counted(running: RunningGateway) -> int:
@@ -125,10 +141,13 @@ def web_searches_counted(running: RunningGateway) -> int:
 
 async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            status, raw = await post(running, search_body("trio python [sim:search 1]", stream=True))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            status, raw = await post(
+                running, search_body("trio python [sim:search 1]", stream=True)
+            )
             searches_counted = web_searches_counted(running)
             calls = running.simulator.model_requests()
 
@@ -136,7 +155,10 @@ async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
     events = sse_events(raw)
     names = [name for name, _ in events]
     assert names[0] == "message_start" and names.count("message_start") == 1
-    assert names[-2:] == ["message_delta", "message_stop"] and names.count("message_stop") == 1
+    assert (
+        names[-2:] == ["message_delta", "message_stop"]
+        and names.count("message_stop") == 1
+    )
 
     starts = [data for name, data in events if name == "content_block_start"]
     assert [data["index"] for data in starts] == list(range(len(starts)))
@@ -144,7 +166,11 @@ async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
     assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
 
     call = starts[0]["content_block"]
-    assert call["id"].startswith("srvtoolu_") and call["name"] == "web_search" and call["input"] == {}
+    assert (
+        call["id"].startswith("srvtoolu_")
+        and call["name"] == "web_search"
+        and call["input"] == {}
+    )
     query_json = "".join(
         data["delta"]["partial_json"]
         for name, data in events
@@ -155,18 +181,32 @@ async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
     result = starts[1]["content_block"]
     assert result["tool_use_id"] == call["id"]
     assert [
-        {key: item[key] for key in ("type", "url", "title", "page_age")} for item in result["content"]
+        {key: item[key] for key in ("type", "url", "title", "page_age")}
+        for item in result["content"]
     ] == [expected_result(item) for item in RESULTS]
-    assert decode_snippet(result["content"][0]["encrypted_content"]) == RESULTS[0]["snippet"]
+    assert (
+        decode_snippet(result["content"][0]["encrypted_content"])
+        == RESULTS[0]["snippet"]
+    )
 
     text = "".join(
-        data["delta"]["text"] for name, data in events if name == "content_block_delta" and data["index"] == 2
+        data["delta"]["text"]
+        for name, data in events
+        if name == "content_block_delta" and data["index"] == 2
     )
     assert RESULTS[0]["url"] in text, "the model read the results as its tool result"
 
     # Every block that starts also stops, in order, before the next starts.
-    order = [(name, data["index"]) for name, data in events if name.startswith("content_block_") and name != "content_block_delta"]
-    assert order == [(kind, index) for index in range(3) for kind in ("content_block_start", "content_block_stop")]
+    order = [
+        (name, data["index"])
+        for name, data in events
+        if name.startswith("content_block_") and name != "content_block_delta"
+    ]
+    assert order == [
+        (kind, index)
+        for index in range(3)
+        for kind in ("content_block_start", "content_block_stop")
+    ]
 
     delta = events[-2][1]
     assert delta["delta"]["stop_reason"] == "end_turn"
@@ -178,16 +218,29 @@ async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
 
 async def test_stream_two_searches_usage_adds_up(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            status, raw = await post(running, search_body("trio python [sim:search 2]", stream=True))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            status, raw = await post(
+                running, search_body("trio python [sim:search 2]", stream=True)
+            )
             calls = running.simulator.model_requests()
 
     assert status == 200
     events = sse_events(raw)
-    kinds = [data["content_block"]["type"] for name, data in events if name == "content_block_start"]
-    assert kinds == ["server_tool_use", "web_search_tool_result", "server_tool_use", "web_search_tool_result", "text"]
+    kinds = [
+        data["content_block"]["type"]
+        for name, data in events
+        if name == "content_block_start"
+    ]
+    assert kinds == [
+        "server_tool_use",
+        "web_search_tool_result",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
     starts = [data for name, data in events if name == "content_block_start"]
     assert starts[1]["content_block"]["tool_use_id"] == starts[0]["content_block"]["id"]
     assert starts[3]["content_block"]["tool_use_id"] == starts[2]["content_block"]["id"]
@@ -205,21 +258,30 @@ async def test_stream_two_searches_usage_adds_up(tmp_path: Path) -> None:
 
 async def test_stream_no_search_is_plain_answer(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            status, raw = await post(running, search_body("hello [sim:search 0]", stream=True))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            status, raw = await post(
+                running, search_body("hello [sim:search 0]", stream=True)
+            )
             sent = running.simulator.model_requests()[0].body
 
     assert status == 200
     events = sse_events(raw)
-    kinds = [data["content_block"]["type"] for name, data in events if name == "content_block_start"]
+    kinds = [
+        data["content_block"]["type"]
+        for name, data in events
+        if name == "content_block_start"
+    ]
     assert kinds == ["text"]
     assert events[-2][1]["usage"]["server_tool_use"] == {"web_search_requests": 0}
     assert provider.received == []
     # Bedrock saw an ordinary tool, never the server tool.
     assert sent["tools"][0]["name"] == "web_search"
-    assert "type" not in sent["tools"][0] and sent["tools"][0]["input_schema"]["required"] == ["query"]
+    assert "type" not in sent["tools"][0] and sent["tools"][0]["input_schema"][
+        "required"
+    ] == ["query"]
 
 
 # -- non-streaming, through the SDK's types -----------------------------------
@@ -227,23 +289,40 @@ async def test_stream_no_search_is_plain_answer(tmp_path: Path) -> None:
 
 async def test_sdk_message_has_typed_search_blocks(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
             client = sdk(running)
             message = await in_thread(
                 lambda: client.messages.create(
                     model=MODEL,
                     max_tokens=1024,
-                    messages=[{"role": "user", "content": "trio python [sim:search 1]"}],
-                    tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+                    messages=[
+                        {"role": "user", "content": "trio python [sim:search 1]"}
+                    ],
+                    tools=[
+                        {
+                            "type": "web_search_20250305",
+                            "name": "web_search",
+                            "max_uses": 3,
+                        }
+                    ],
                 )
             )
 
-    assert [type(block) for block in message.content] == [ServerToolUseBlock, WebSearchToolResultBlock, TextBlock]
+    assert [type(block) for block in message.content] == [
+        ServerToolUseBlock,
+        WebSearchToolResultBlock,
+        TextBlock,
+    ]
     call, result, text = message.content
-    assert isinstance(call, ServerToolUseBlock) and call.input == {"query": "trio python"}
-    assert isinstance(result, WebSearchToolResultBlock) and result.tool_use_id == call.id
+    assert isinstance(call, ServerToolUseBlock) and call.input == {
+        "query": "trio python"
+    }
+    assert (
+        isinstance(result, WebSearchToolResultBlock) and result.tool_use_id == call.id
+    )
     assert isinstance(result.content, list)
     assert all(isinstance(item, WebSearchResultBlock) for item in result.content)
     assert [item.url for item in result.content] == [item["url"] for item in RESULTS]
@@ -256,16 +335,19 @@ async def test_sdk_message_has_typed_search_blocks(tmp_path: Path) -> None:
 
 async def test_sdk_stream_accumulates_same_message(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
             client = sdk(running)
 
             def stream_it() -> Any:
                 with client.messages.stream(
                     model=MODEL,
                     max_tokens=1024,
-                    messages=[{"role": "user", "content": "trio python [sim:search 2]"}],
+                    messages=[
+                        {"role": "user", "content": "trio python [sim:search 2]"}
+                    ],
                     tools=[SEARCH_TOOL],
                 ) as stream:
                     return stream.get_final_message()
@@ -273,10 +355,19 @@ async def test_sdk_stream_accumulates_same_message(tmp_path: Path) -> None:
             message = await in_thread(stream_it)
 
     types = [block.type for block in message.content]
-    assert types == ["server_tool_use", "web_search_tool_result", "server_tool_use", "web_search_tool_result", "text"]
+    assert types == [
+        "server_tool_use",
+        "web_search_tool_result",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
     assert isinstance(message.content[0], ServerToolUseBlock)
     assert message.content[0].input == {"query": "trio python"}
-    assert message.usage.server_tool_use is not None and message.usage.server_tool_use.web_search_requests == 2
+    assert (
+        message.usage.server_tool_use is not None
+        and message.usage.server_tool_use.web_search_requests == 2
+    )
 
 
 # -- errors -------------------------------------------------------------------
@@ -284,28 +375,46 @@ async def test_sdk_stream_accumulates_same_message(tmp_path: Path) -> None:
 
 async def test_max_uses_exceeded_is_an_error_block(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
             client = sdk(running)
             message = await in_thread(
                 lambda: client.messages.create(
                     model=MODEL,
                     max_tokens=1024,
                     messages=[{"role": "user", "content": "trio [sim:search 2]"}],
-                    tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+                    tools=[
+                        {
+                            "type": "web_search_20250305",
+                            "name": "web_search",
+                            "max_uses": 1,
+                        }
+                    ],
                 )
             )
             final_call = running.simulator.model_requests()[-1].body
 
-    results = [block for block in message.content if isinstance(block, WebSearchToolResultBlock)]
+    results = [
+        block
+        for block in message.content
+        if isinstance(block, WebSearchToolResultBlock)
+    ]
     assert isinstance(results[0].content, list)
     assert isinstance(results[1].content, WebSearchToolResultError)
     assert results[1].content.error_code == "max_uses_exceeded"
     assert len(provider.received) == 1
-    assert message.usage.server_tool_use is not None and message.usage.server_tool_use.web_search_requests == 1
+    assert (
+        message.usage.server_tool_use is not None
+        and message.usage.server_tool_use.web_search_requests == 1
+    )
     told = final_call["messages"][-1]["content"][0]
-    assert told["type"] == "tool_result" and told["is_error"] is True and "max_uses_exceeded" in told["content"]
+    assert (
+        told["type"] == "tool_result"
+        and told["is_error"] is True
+        and "max_uses_exceeded" in told["content"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -318,30 +427,50 @@ async def test_max_uses_exceeded_is_an_error_block(tmp_path: Path) -> None:
     ],
     ids=["http-500", "http-429", "bad-json", "timeout"],
 )
-async def test_provider_failure_is_an_error_block(tmp_path: Path, answer: Answer, error_code: str) -> None:
+async def test_provider_failure_is_an_error_block(
+    tmp_path: Path, answer: Answer, error_code: str
+) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider, web_search_timeout=0.5)
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(
+                tmp_path, settings=search_settings_for(provider, web_search_timeout=0.5)
+            ) as running,
+        ):
             provider.answer = answer
-            status, raw = await post(running, search_body("trio [sim:search 1]", stream=False))
+            status, raw = await post(
+                running, search_body("trio [sim:search 1]", stream=False)
+            )
 
     assert status == 200
     message = json.loads(raw)
-    assert [block["type"] for block in message["content"]] == ["server_tool_use", "web_search_tool_result", "text"]
-    assert message["content"][1]["content"] == {"type": "web_search_tool_result_error", "error_code": error_code}
+    assert [block["type"] for block in message["content"]] == [
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
+    assert message["content"][1]["content"] == {
+        "type": "web_search_tool_result_error",
+        "error_code": error_code,
+    }
     assert message["usage"]["server_tool_use"] == {"web_search_requests": 0}
 
 
-async def test_disabled_interception_is_a_400_naming_tool_and_setting(tmp_path: Path) -> None:
+async def test_disabled_interception_is_a_400_naming_tool_and_setting(
+    tmp_path: Path,
+) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
         async with open_gateway(tmp_path, settings={"web_search": False}) as running:
-            status, raw = await post(running, search_body("trio [sim:search 1]", stream=True))
+            status, raw = await post(
+                running, search_body("trio [sim:search 1]", stream=True)
+            )
             calls = running.simulator.model_requests()
 
     assert status == 400
     error = json.loads(raw)
-    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert (
+        error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    )
     assert "web_search_20250305" in error["error"]["message"]
     assert "web_search setting" in error["error"]["message"]
     assert calls == []
@@ -349,23 +478,39 @@ async def test_disabled_interception_is_a_400_naming_tool_and_setting(tmp_path: 
 
 async def test_owner_mapping_turns_search_off_for_a_user(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider, web_search_by_owner="user:intern=off")
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(
+                tmp_path,
+                settings=search_settings_for(
+                    provider, web_search_by_owner="user:intern=off"
+                ),
+            ) as running,
+        ):
             running.key = await running.new_key("intern")
-            status, raw = await post(running, search_body("trio [sim:search 1]", stream=False))
+            status, raw = await post(
+                running, search_body("trio [sim:search 1]", stream=False)
+            )
 
     assert status == 400
     assert "web_search_by_owner" in json.loads(raw)["error"]["message"]
 
 
 async def test_domain_filters_reach_provider_and_are_applied(tmp_path: Path) -> None:
-    tool = {"type": "web_search_20250305", "name": "web_search", "blocked_domains": ["blocked.example"], "user_location": {"type": "approximate", "country": "US"}}
+    tool = {
+        "type": "web_search_20250305",
+        "name": "web_search",
+        "blocked_domains": ["blocked.example"],
+        "user_location": {"type": "approximate", "country": "US"},
+    }
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            status, raw = await post(running, search_body("trio [sim:search 1]", stream=False, tool=tool))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            status, raw = await post(
+                running, search_body("trio [sim:search 1]", stream=False, tool=tool)
+            )
 
     assert status == 200
     urls = [item["url"] for item in json.loads(raw)["content"][1]["content"]]
@@ -377,14 +522,27 @@ async def test_domain_filters_reach_provider_and_are_applied(tmp_path: Path) -> 
 
 async def test_client_tool_call_ends_the_loop(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            running.simulator.script(ToolUse(name="get_weather", input={"city": "Paris"}))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            running.simulator.script(
+                ToolUse(name="get_weather", input={"city": "Paris"})
+            )
             body = search_body("weather", stream=False)
-            body["tools"].append({"name": "get_weather", "description": "weather", "input_schema": {"type": "object"}})
+            body["tools"].append(
+                {
+                    "name": "get_weather",
+                    "description": "weather",
+                    "input_schema": {"type": "object"},
+                }
+            )
             client = sdk(running)
-            message = await in_thread(lambda: client.messages.create(**{k: v for k, v in body.items() if k != "stream"}))
+            message = await in_thread(
+                lambda: client.messages.create(
+                    **{k: v for k, v in body.items() if k != "stream"}
+                )
+            )
             calls = running.simulator.model_requests()
 
     assert [type(block) for block in message.content] == [ToolUseBlock]
@@ -399,44 +557,97 @@ async def test_history_with_search_blocks_is_converted(tmp_path: Path) -> None:
         {
             "role": "assistant",
             "content": [
-                {"type": "server_tool_use", "id": "srvtoolu_abc", "name": "web_search", "input": {"query": "trio"}},
-                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_abc", "content": [
-                    {"type": "web_search_result", "url": "https://a.example/", "title": "A", "encrypted_content": "opaque", "page_age": None}
-                ]},
-                {"type": "text", "text": "Trio is a library.", "citations": [
-                    {"type": "web_search_result_location", "url": "https://a.example/", "title": "A", "encrypted_index": "x", "cited_text": "Trio"}
-                ]},
+                {
+                    "type": "server_tool_use",
+                    "id": "srvtoolu_abc",
+                    "name": "web_search",
+                    "input": {"query": "trio"},
+                },
+                {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": "srvtoolu_abc",
+                    "content": [
+                        {
+                            "type": "web_search_result",
+                            "url": "https://a.example/",
+                            "title": "A",
+                            "encrypted_content": "opaque",
+                            "page_age": None,
+                        }
+                    ],
+                },
+                {
+                    "type": "text",
+                    "text": "Trio is a library.",
+                    "citations": [
+                        {
+                            "type": "web_search_result_location",
+                            "url": "https://a.example/",
+                            "title": "A",
+                            "encrypted_index": "x",
+                            "cited_text": "Trio",
+                        }
+                    ],
+                },
             ],
         },
         {"role": "user", "content": "thanks [sim:search 0]"},
     ]
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
             body = search_body("x", stream=False)
             body["messages"] = history
             status, _ = await post(running, body)
             del body["tools"]
             status_without_tool, _ = await post(running, body)
-            with_tool, without_tool = (call.body for call in running.simulator.model_requests())
+            with_tool, without_tool = (
+                call.body for call in running.simulator.model_requests()
+            )
 
     assert status == status_without_tool == 200
-    assert [message["role"] for message in with_tool["messages"]] == ["user", "assistant", "user", "assistant", "user"]
-    assert with_tool["messages"][1]["content"] == [{"type": "tool_use", "id": "srvtoolu_abc", "name": "web_search", "input": {"query": "trio"}}]
+    assert [message["role"] for message in with_tool["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert with_tool["messages"][1]["content"] == [
+        {
+            "type": "tool_use",
+            "id": "srvtoolu_abc",
+            "name": "web_search",
+            "input": {"query": "trio"},
+        }
+    ]
     assert with_tool["messages"][2]["content"][0]["type"] == "tool_result"
     assert "https://a.example/" in with_tool["messages"][2]["content"][0]["content"]
-    assert with_tool["messages"][3]["content"] == [{"type": "text", "text": "Trio is a library."}]
+    assert with_tool["messages"][3]["content"] == [
+        {"type": "text", "text": "Trio is a library."}
+    ]
     flat = json.dumps(without_tool)
-    assert "server_tool_use" not in flat and "web_search_tool_result" not in flat and "tool_use" not in flat
+    assert (
+        "server_tool_use" not in flat
+        and "web_search_tool_result" not in flat
+        and "tool_use" not in flat
+    )
 
 
-async def test_upstream_failure_after_search_ends_stream_with_error(tmp_path: Path) -> None:
+async def test_upstream_failure_after_search_ends_stream_with_error(
+    tmp_path: Path,
+) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            running.simulator.script(ToolUse(name="web_search", input={"query": "trio"}), Fail("ThrottlingException"))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            running.simulator.script(
+                ToolUse(name="web_search", input={"query": "trio"}),
+                Fail("ThrottlingException"),
+            )
             status, raw = await post(running, search_body("trio", stream=True))
 
     assert status == 200
@@ -444,16 +655,23 @@ async def test_upstream_failure_after_search_ends_stream_with_error(tmp_path: Pa
     assert [name for name, _ in events][-1] == "error"
     assert events[-1][1]["error"]["type"] == "rate_limit_error"
     assert "message_stop" not in [name for name, _ in events]
-    kinds = [data["content_block"]["type"] for name, data in events if name == "content_block_start"]
+    kinds = [
+        data["content_block"]["type"]
+        for name, data in events
+        if name == "content_block_start"
+    ]
     assert kinds == ["server_tool_use", "web_search_tool_result"]
 
 
 async def test_every_model_call_is_a_spend_record(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with open_fake_provider() as provider, open_gateway(
-            tmp_path, settings=search_settings_for(provider)
-        ) as running:
-            status, raw = await post(running, search_body("trio [sim:search 2]", stream=True))
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            status, raw = await post(
+                running, search_body("trio [sim:search 2]", stream=True)
+            )
             await trio.sleep(0.05)
             records = list(running.gateway.services.spend.recorder.pending())
             calls = running.simulator.model_requests()

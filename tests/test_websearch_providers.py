@@ -16,7 +16,15 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccag.websearch.providers import PROVIDERS, brave, custom, duckduckgo, searxng, serper, tavily
+from ccag.websearch.providers import (
+    PROVIDERS,
+    brave,
+    custom,
+    duckduckgo,
+    searxng,
+    serper,
+    tavily,
+)
 from ccag.websearch.providers.base import SearchFailed, SearchHit, SearchQuery
 from ccag.websearch.search import filter_hits, in_domain, run_search
 from ccag.websearch.settings import ProviderChoice
@@ -30,7 +38,9 @@ QUERY = SearchQuery(
     text="trio python",
     max_results=5,
     allowed_domains=("readthedocs.io",),
-    user_location=UserLocation(city="Berlin", region="Berlin", country="DE", timezone="Europe/Berlin"),
+    user_location=UserLocation(
+        city="Berlin", region="Berlin", country="DE", timezone="Europe/Berlin"
+    ),
 )
 TRIO_DOCS = "https://trio.readthedocs.io/en/stable/"
 TRIO_GITHUB = "https://github.com/python-trio/trio"
@@ -45,7 +55,10 @@ def fixture(name: str) -> bytes:
 
 def test_duckduckgo_request_is_a_form_post_with_site_operators() -> None:
     request = duckduckgo.build_request(QUERY, duckduckgo.DEFAULT_URL, None)
-    assert (request.method, request.url) == ("POST", "https://html.duckduckgo.com/html/")
+    assert (request.method, request.url) == (
+        "POST",
+        "https://html.duckduckgo.com/html/",
+    )
     form = parse_qs(request.body.decode())
     assert form["q"] == ["trio python (site:readthedocs.io)"]
     assert form["kl"] == ["de-en"]
@@ -104,7 +117,12 @@ def test_custom_request_carries_everything() -> None:
         "max_results": 5,
         "allowed_domains": ["readthedocs.io"],
         "blocked_domains": [],
-        "user_location": {"city": "Berlin", "region": "Berlin", "country": "DE", "timezone": "Europe/Berlin"},
+        "user_location": {
+            "city": "Berlin",
+            "region": "Berlin",
+            "country": "DE",
+            "timezone": "Europe/Berlin",
+        },
     }
 
 
@@ -113,10 +131,19 @@ def test_custom_request_carries_everything() -> None:
 
 def test_duckduckgo_page_parses_organic_results_only() -> None:
     hits = duckduckgo.parse_response(200, fixture("duckduckgo.html"))
-    assert [hit.url for hit in hits] == [TRIO_DOCS, TRIO_GITHUB, "https://pypi.org/project/trio/"]
-    assert hits[0].title == "Trio: a friendly Python library for async concurrency and I/O"
+    assert [hit.url for hit in hits] == [
+        TRIO_DOCS,
+        TRIO_GITHUB,
+        "https://pypi.org/project/trio/",
+    ]
+    assert (
+        hits[0].title == "Trio: a friendly Python library for async concurrency and I/O"
+    )
     assert hits[0].snippet.startswith("The Trio project aims to produce")
-    assert hits[1].title == "GitHub - python-trio/trio: Trio \u2013 a friendly Python library"
+    assert (
+        hits[1].title
+        == "GitHub - python-trio/trio: Trio \u2013 a friendly Python library"
+    )
     assert hits[2].snippet == ""
 
 
@@ -128,7 +155,10 @@ def test_duckduckgo_202_is_too_many_requests() -> None:
 
 def test_tavily_answer_parses() -> None:
     hits = tavily.parse_response(200, fixture("tavily.json"))
-    assert [hit.url for hit in hits] == [TRIO_DOCS, "https://discuss.python.org/t/trio-0-30/1234"]
+    assert [hit.url for hit in hits] == [
+        TRIO_DOCS,
+        "https://discuss.python.org/t/trio-0-30/1234",
+    ]
     assert hits[1].page_age == "Tue, 03 Jun 2025 10:00:00 GMT"
     assert hits[0].snippet.startswith("The Trio project")
 
@@ -136,17 +166,26 @@ def test_tavily_answer_parses() -> None:
 def test_serper_answer_parses_organic() -> None:
     hits = serper.parse_response(200, fixture("serper.json"))
     assert hits == [
-        SearchHit(TRIO_DOCS, "Trio: a friendly Python library for async concurrency and I/O",
-                  "The Trio project aims to produce a production-quality async I/O library for Python."),
-        SearchHit(TRIO_GITHUB, "python-trio/trio - GitHub",
-                  "Trio - a friendly Python library for async concurrency and I/O.", "May 28, 2025"),
+        SearchHit(
+            TRIO_DOCS,
+            "Trio: a friendly Python library for async concurrency and I/O",
+            "The Trio project aims to produce a production-quality async I/O library for Python.",
+        ),
+        SearchHit(
+            TRIO_GITHUB,
+            "python-trio/trio - GitHub",
+            "Trio - a friendly Python library for async concurrency and I/O.",
+            "May 28, 2025",
+        ),
     ]
 
 
 def test_brave_answer_parses_without_highlight_tags() -> None:
     hits = brave.parse_response(200, fixture("brave.json"))
     assert [hit.url for hit in hits] == [TRIO_DOCS, TRIO_GITHUB]
-    assert hits[0].title == "Trio: a friendly Python library for async concurrency and I/O"
+    assert (
+        hits[0].title == "Trio: a friendly Python library for async concurrency and I/O"
+    )
     assert "<strong>" not in hits[0].snippet
     assert hits[0].page_age == "June 1, 2025" and hits[1].page_age is None
 
@@ -160,15 +199,20 @@ def test_searxng_answer_keeps_web_urls() -> None:
 def test_custom_answer_parses() -> None:
     hits = custom.parse_response(200, fixture("custom.json"))
     assert hits == [
-        SearchHit(TRIO_DOCS, "Trio: a friendly Python library for async concurrency and I/O",
-                  "The Trio project aims to produce a production-quality async I/O library for Python.",
-                  "2025-06-01"),
+        SearchHit(
+            TRIO_DOCS,
+            "Trio: a friendly Python library for async concurrency and I/O",
+            "The Trio project aims to produce a production-quality async I/O library for Python.",
+            "2025-06-01",
+        ),
         SearchHit(TRIO_GITHUB, "python-trio/trio"),
     ]
 
 
 @pytest.mark.parametrize("name", sorted(PROVIDERS))
-@pytest.mark.parametrize(("status", "code"), [(429, "too_many_requests"), (503, "unavailable")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(429, "too_many_requests"), (503, "unavailable")]
+)
 def test_error_statuses_map_to_error_codes(name: str, status: int, code: str) -> None:
     with pytest.raises(SearchFailed) as caught:
         PROVIDERS[name].parse_response(status, b"{}")
@@ -182,7 +226,9 @@ def test_any_bytes_parse_or_raise_search_failed(name: str, body: bytes) -> None:
         hits = PROVIDERS[name].parse_response(200, body)
     except SearchFailed:
         return
-    assert all(isinstance(hit, SearchHit) and hit.url.startswith("http") for hit in hits)
+    assert all(
+        isinstance(hit, SearchHit) and hit.url.startswith("http") for hit in hits
+    )
 
 
 # -- filtering --------------------------------------------------------------------
@@ -197,10 +243,15 @@ def test_in_domain_matches_subdomains_and_paths() -> None:
 
 
 def test_filter_hits_applies_lists_dedupes_and_caps() -> None:
-    hits = [SearchHit(f"https://site{n % 3}.example/{n // 3}", f"t{n}") for n in range(9)]
+    hits = [
+        SearchHit(f"https://site{n % 3}.example/{n // 3}", f"t{n}") for n in range(9)
+    ]
     hits.append(hits[0])
     query = SearchQuery("q", max_results=2, blocked_domains=("site1.example",))
-    assert [hit.url for hit in filter_hits(hits, query)] == ["https://site0.example/0", "https://site2.example/0"]
+    assert [hit.url for hit in filter_hits(hits, query)] == [
+        "https://site0.example/0",
+        "https://site2.example/0",
+    ]
 
 
 # -- over HTTP on loopback ----------------------------------------------------------
@@ -217,16 +268,23 @@ def test_filter_hits_applies_lists_dedupes_and_caps() -> None:
         ("custom", "custom.json", "application/json"),
     ],
 )
-async def test_provider_round_trip_over_loopback(name: str, data: str, content_type: str) -> None:
+async def test_provider_round_trip_over_loopback(
+    name: str, data: str, content_type: str
+) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
         async with open_fake_provider() as provider:
             provider.answer = Answer(body=fixture(data), content_type=content_type)
             choice = ProviderChoice(name, provider.url, "test-key")
-            hits = await run_search(choice, SearchQuery("trio python", max_results=1), timeout=5)
+            hits = await run_search(
+                choice, SearchQuery("trio python", max_results=1), timeout=5
+            )
 
     assert [hit.url for hit in hits] == [TRIO_DOCS]
     method, target, headers, _ = provider.received[0]
-    assert method == PROVIDERS[name].build_request(SearchQuery("x", 1), provider.url, None).method
+    assert (
+        method
+        == PROVIDERS[name].build_request(SearchQuery("x", 1), provider.url, None).method
+    )
     assert target.startswith("/search")
     assert headers["host"] == f"127.0.0.1:{provider.port}"
 
@@ -236,5 +294,7 @@ async def test_unreachable_provider_is_unavailable() -> None:
         async with open_fake_provider() as provider:
             url = provider.url
         with pytest.raises(SearchFailed) as caught:
-            await run_search(ProviderChoice("custom", url, None), SearchQuery("q", 3), timeout=2)
+            await run_search(
+                ProviderChoice("custom", url, None), SearchQuery("q", 3), timeout=2
+            )
     assert caught.value.error_code == "unavailable"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -9,12 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccag.errors import ApiError
+from ccag.config import load_config
+from ccag.errors import ApiError, ConfigError
 from ccag.websearch.assemble import MessageAssembler
 from ccag.websearch.merge import ResponseMerger
 from ccag.websearch.settings import search_settings
-from ccag.config import load_config
-from ccag.errors import ConfigError
 from ccag.websearch.tool import (
     decode_snippet,
     encode_snippet,
@@ -26,32 +26,71 @@ from ccag.websearch.tool import (
 
 
 def body_with(*tools: Any, **extra: Any) -> dict[str, Any]:
-    return {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "tools": list(tools), **extra}
+    return {
+        "model": "m",
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": list(tools),
+        **extra,
+    }
 
 
 # -- detection -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["web_search_20250305", "web_search_20260209", "web_search_20260318"])
+@pytest.mark.parametrize(
+    "version", ["web_search_20250305", "web_search_20260209", "web_search_20260318"]
+)
 def test_find_search_tool_any_version(version: str) -> None:
-    spec = find_search_tool(body_with({"type": version, "name": "web_search", "max_uses": 3, "allowed_domains": ["A.example"]}))
+    spec = find_search_tool(
+        body_with(
+            {
+                "type": version,
+                "name": "web_search",
+                "max_uses": 3,
+                "allowed_domains": ["A.example"],
+            }
+        )
+    )
     assert spec is not None
-    assert (spec.tool_type, spec.max_uses, spec.allowed_domains) == (version, 3, ("a.example",))
+    assert (spec.tool_type, spec.max_uses, spec.allowed_domains) == (
+        version,
+        3,
+        ("a.example",),
+    )
 
 
 def test_find_search_tool_none_for_client_tools() -> None:
-    assert find_search_tool(body_with({"name": "web_search", "input_schema": {"type": "object"}})) is None
+    assert (
+        find_search_tool(
+            body_with({"name": "web_search", "input_schema": {"type": "object"}})
+        )
+        is None
+    )
     assert find_search_tool({"messages": []}) is None
 
 
 @pytest.mark.parametrize(
     "tool",
     [
-        {"type": "web_search_20250305", "name": "web_search", "allowed_domains": ["a"], "blocked_domains": ["b"]},
+        {
+            "type": "web_search_20250305",
+            "name": "web_search",
+            "allowed_domains": ["a"],
+            "blocked_domains": ["b"],
+        },
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 0},
         {"type": "web_search_20250305", "name": "web_search", "max_uses": True},
-        {"type": "web_search_20250305", "name": "web_search", "allowed_domains": "a.example"},
-        {"type": "web_search_20250305", "name": "web_search", "user_location": {"country": 5}},
+        {
+            "type": "web_search_20250305",
+            "name": "web_search",
+            "allowed_domains": "a.example",
+        },
+        {
+            "type": "web_search_20250305",
+            "name": "web_search",
+            "user_location": {"country": 5},
+        },
     ],
 )
 def test_find_search_tool_refuses_malformed_fields(tool: dict[str, Any]) -> None:
@@ -64,20 +103,39 @@ def test_find_search_tool_refuses_malformed_fields(tool: dict[str, Any]) -> None
 
 
 def test_rewrite_replaces_only_the_server_tool() -> None:
-    client_tool = {"name": "Bash", "description": "run", "input_schema": {"type": "object"}}
-    server_tool = {"type": "web_search_20250305", "name": "web_search", "cache_control": {"type": "ephemeral"}}
-    body = body_with(client_tool, server_tool, tool_choice={"type": "tool", "name": "web_search"})
+    client_tool = {
+        "name": "Bash",
+        "description": "run",
+        "input_schema": {"type": "object"},
+    }
+    server_tool = {
+        "type": "web_search_20250305",
+        "name": "web_search",
+        "cache_control": {"type": "ephemeral"},
+    }
+    body = body_with(
+        client_tool, server_tool, tool_choice={"type": "tool", "name": "web_search"}
+    )
     out = rewrite_request(body, find_search_tool(body))
     assert out["tools"][0] is client_tool
-    assert set(out["tools"][1]) == {"name", "description", "input_schema", "cache_control"}
+    assert set(out["tools"][1]) == {
+        "name",
+        "description",
+        "input_schema",
+        "cache_control",
+    }
     assert out["tools"][1]["name"] == "web_search"
     assert out["tool_choice"] == {"type": "tool", "name": "web_search"}
     assert body["tools"][1] is server_tool, "the client's body is not changed"
 
 
 def test_relax_tool_choice() -> None:
-    assert relax_tool_choice({"tool_choice": {"type": "tool", "name": "web_search"}})["tool_choice"] == {"type": "auto"}
-    assert relax_tool_choice({"tool_choice": {"type": "any", "disable_parallel_tool_use": True}})["tool_choice"] == {
+    assert relax_tool_choice({"tool_choice": {"type": "tool", "name": "web_search"}})[
+        "tool_choice"
+    ] == {"type": "auto"}
+    assert relax_tool_choice(
+        {"tool_choice": {"type": "any", "disable_parallel_tool_use": True}}
+    )["tool_choice"] == {
         "type": "auto",
         "disable_parallel_tool_use": True,
     }
@@ -92,9 +150,20 @@ def test_history_result_at_end_of_turn_joins_the_next_user_turn() -> None:
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Searching."},
-                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
-                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
-                 "content": {"type": "web_search_tool_result_error", "error_code": "unavailable"}},
+                {
+                    "type": "server_tool_use",
+                    "id": "srvtoolu_1",
+                    "name": "web_search",
+                    "input": {"query": "x"},
+                },
+                {
+                    "type": "web_search_tool_result",
+                    "tool_use_id": "srvtoolu_1",
+                    "content": {
+                        "type": "web_search_tool_result_error",
+                        "error_code": "unavailable",
+                    },
+                },
             ],
         },
         {"role": "user", "content": "go on"},
@@ -103,9 +172,18 @@ def test_history_result_at_end_of_turn_joins_the_next_user_turn() -> None:
     body["messages"] = messages
     out = rewrite_request(body, find_search_tool(body))["messages"]
     assert [message["role"] for message in out] == ["user", "assistant", "user"]
-    assert out[1]["content"][1] == {"type": "tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}}
+    assert out[1]["content"][1] == {
+        "type": "tool_use",
+        "id": "srvtoolu_1",
+        "name": "web_search",
+        "input": {"query": "x"},
+    }
     result, text = out[2]["content"]
-    assert result["type"] == "tool_result" and result["is_error"] is True and "unavailable" in result["content"]
+    assert (
+        result["type"] == "tool_result"
+        and result["is_error"] is True
+        and "unavailable" in result["content"]
+    )
     assert text == {"type": "text", "text": "go on"}
 
 
@@ -123,20 +201,65 @@ def test_server_tool_id() -> None:
 # -- merging and assembling ----------------------------------------------------------
 
 
-def call_events(message_id: str, blocks: list[dict[str, Any]], stop: str, usage: dict[str, int]) -> list[dict[str, Any]]:
+def call_events(
+    message_id: str, blocks: list[dict[str, Any]], stop: str, usage: dict[str, int]
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = [
-        {"type": "message_start", "message": {"id": message_id, "type": "message", "role": "assistant", "model": "m",
-                                              "content": [], "stop_reason": None, "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}}
+        {
+            "type": "message_start",
+            "message": {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": "m",
+                "content": [],
+                "stop_reason": None,
+                "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1},
+            },
+        }
     ]
     for index, block in enumerate(blocks):
         if block["type"] == "text":
-            events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
-            events.append({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": block["text"]}})
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "text", "text": ""},
+                }
+            )
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": block["text"]},
+                }
+            )
         else:
-            events.append({"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}})
-            events.append({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+            events.append(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {**block, "input": {}},
+                }
+            )
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {
+                        "type": "input_json_delta",
+                        "partial_json": json.dumps(block["input"]),
+                    },
+                }
+            )
         events.append({"type": "content_block_stop", "index": index})
-    events.append({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": usage["output_tokens"]}})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        }
+    )
     events.append({"type": "message_stop"})
     return events
 
@@ -146,8 +269,18 @@ def test_merger_renumbers_blocks_and_sums_usage() -> None:
     out: list[dict[str, Any]] = []
 
     merger.begin_call()
-    first = [{"type": "text", "text": "Let me look."}, {"type": "tool_use", "id": "toolu_A", "name": "web_search", "input": {"query": "q"}}]
-    for event in call_events("msg_1", first, "tool_use", {"input_tokens": 10, "output_tokens": 5}):
+    first = [
+        {"type": "text", "text": "Let me look."},
+        {
+            "type": "tool_use",
+            "id": "toolu_A",
+            "name": "web_search",
+            "input": {"query": "q"},
+        },
+    ]
+    for event in call_events(
+        "msg_1", first, "tool_use", {"input_tokens": 10, "output_tokens": 5}
+    ):
         out += merger.feed(event)
     summary = merger.end_call()
     assert [call.server_id for call in summary.searches] == ["srvtoolu_A"]
@@ -155,7 +288,12 @@ def test_merger_renumbers_blocks_and_sums_usage() -> None:
     out += merger.result_events(summary.searches[0], [])
 
     merger.begin_call()
-    for event in call_events("msg_2", [{"type": "text", "text": "Done."}], "end_turn", {"input_tokens": 30, "output_tokens": 7}):
+    for event in call_events(
+        "msg_2",
+        [{"type": "text", "text": "Done."}],
+        "end_turn",
+        {"input_tokens": 30, "output_tokens": 7},
+    ):
         out += merger.feed(event)
     merger.end_call()
     out += merger.finish("end_turn")
@@ -167,25 +305,41 @@ def test_merger_renumbers_blocks_and_sums_usage() -> None:
         assembled.apply(event)
     message = assembled.message
     assert message is not None
-    assert [block["type"] for block in message["content"]] == ["text", "server_tool_use", "web_search_tool_result", "text"]
-    assert message["content"][1] == {"type": "server_tool_use", "id": "srvtoolu_A", "name": "web_search", "input": {"query": "q"}}
+    assert [block["type"] for block in message["content"]] == [
+        "text",
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
+    assert message["content"][1] == {
+        "type": "server_tool_use",
+        "id": "srvtoolu_A",
+        "name": "web_search",
+        "input": {"query": "q"},
+    }
     assert message["content"][2]["tool_use_id"] == "srvtoolu_A"
-    assert message["usage"]["input_tokens"] == 40 and message["usage"]["output_tokens"] == 12
+    assert (
+        message["usage"]["input_tokens"] == 40
+        and message["usage"]["output_tokens"] == 12
+    )
     assert message["usage"]["server_tool_use"] == {"web_search_requests": 1}
     assert message["stop_reason"] == "end_turn"
 
 
-@given(text=st.text(max_size=200), cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=10))
-def test_assembler_joins_deltas_split_anywhere(text: str, cuts: list[int]) -> None:
-    points = sorted({min(cut, len(text)) for cut in cuts} | {0, len(text)})
-    pieces = [text[a:b] for a, b in zip(points, points[1:])]
+@given(
+    text=st.text(max_size=200),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+)
+def test_assembler_joins_tool_input_split_anywhere(text: str, cuts: list[int]) -> None:
+    encoded = json.dumps({"query": text})
+    points = sorted({min(cut, len(encoded)) for cut in cuts} | {0, len(encoded)})
     assembler = MessageAssembler()
     assembler.apply({"type": "message_start", "message": {"id": "m", "content": []}})
-    assembler.apply({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "n", "input": {}}})
-    encoded = json.dumps({"query": text})
-    step = max(1, len(encoded) // max(1, len(pieces)))
-    for start in range(0, len(encoded), step):
-        assembler.apply({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": encoded[start:start + step]}})
+    block = {"type": "tool_use", "id": "t", "name": "n", "input": {}}
+    assembler.apply({"type": "content_block_start", "index": 0, "content_block": block})
+    for start, end in itertools.pairwise(points):
+        delta = {"type": "input_json_delta", "partial_json": encoded[start:end]}
+        assembler.apply({"type": "content_block_delta", "index": 0, "delta": delta})
     assembler.apply({"type": "content_block_stop", "index": 0})
     assert assembler.blocks[0]["input"] == {"query": text}
 
@@ -195,8 +349,10 @@ def test_assembler_joins_deltas_split_anywhere(text: str, cuts: list[int]) -> No
 
 def test_settings_owner_mapping() -> None:
     config = load_config(
-        {"web_search_by_owner": "team:research=tavily, user:intern=off, team:lab=searxng@http://127.0.0.1:9",
-         "web_search_api_keys": "tavily=tvly-1"},
+        {
+            "web_search_by_owner": "team:research=tavily, user:intern=off, team:lab=searxng@http://127.0.0.1:9",
+            "web_search_api_keys": "tavily=tvly-1",
+        },
         environ={},
     )
     settings = search_settings(config)

@@ -9,8 +9,9 @@ is recorded so tests can check what ccag sent. By default it answers the
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import trio
@@ -65,7 +66,10 @@ class FakeProvider:
             await trio.sleep(answer.delay)
         await responder.start_response(
             answer.status,
-            [("content-type", answer.content_type), ("content-length", str(len(answer.body)))],
+            [
+                ("content-type", answer.content_type),
+                ("content-length", str(len(answer.body))),
+            ],
         )
         await responder.send_data(answer.body)
         await responder.end_response()

@@ -58,7 +58,9 @@ class MessageAssembler:
                 raise ProtocolError("content_block_start carries no block")
             self._blocks[self._index(event)] = copy.deepcopy(block)
         elif kind == "content_block_delta":
-            self._apply_delta(self._block(event), self._index(event), event.get("delta"))
+            self._apply_delta(
+                self._block(event), self._index(event), event.get("delta")
+            )
         elif kind == "content_block_stop":
             index = self._index(event)
             block = self._block(event)
@@ -99,9 +101,13 @@ class MessageAssembler:
         if kind == "text_delta":
             block["text"] = block.get("text", "") + str(delta.get("text", ""))
         elif kind == "input_json_delta":
-            self._json_parts.setdefault(index, []).append(str(delta.get("partial_json", "")))
+            self._json_parts.setdefault(index, []).append(
+                str(delta.get("partial_json", ""))
+            )
         elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+            block["thinking"] = block.get("thinking", "") + str(
+                delta.get("thinking", "")
+            )
         elif kind == "signature_delta":
             block["signature"] = delta.get("signature", "")
         elif kind == "citations_delta":

@@ -63,21 +63,31 @@ async def fetch(
             try:
                 if parts.scheme == "https":
                     context = ssl_context or ssl.create_default_context()
-                    stream = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+                    stream = trio.SSLStream(
+                        stream, context, server_hostname=host, https_compatible=True
+                    )
                     await stream.do_handshake()
                 return await _exchange(stream, request, target, host_header, max_bytes)
             finally:
                 await trio.aclose_forcefully(stream)
     except trio.TooSlowError:
-        raise SearchFailed(f"the search service did not answer within {timeout:g} s") from None
+        raise SearchFailed(
+            f"the search service did not answer within {timeout:g} s"
+        ) from None
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         raise SearchFailed(f"the search service could not be reached: {exc}") from None
     except h11.ProtocolError as exc:
-        raise SearchFailed(f"the search service sent a malformed response: {exc}") from None
+        raise SearchFailed(
+            f"the search service sent a malformed response: {exc}"
+        ) from None
 
 
 async def _exchange(
-    stream: trio.abc.Stream, request: HttpRequest, target: str, host: str, max_bytes: int
+    stream: trio.abc.Stream,
+    request: HttpRequest,
+    target: str,
+    host: str,
+    max_bytes: int,
 ) -> HttpResponse:
     connection = h11.Connection(h11.CLIENT)
     headers = [
@@ -94,7 +104,9 @@ async def _exchange(
     if request.method != "GET" or request.body:
         headers.append(("content-length", str(len(request.body))))
 
-    out = connection.send(h11.Request(method=request.method, target=target, headers=headers))
+    out = connection.send(
+        h11.Request(method=request.method, target=target, headers=headers)
+    )
     out += connection.send(h11.Data(data=request.body)) if request.body else b""
     out += connection.send(h11.EndOfMessage())
     await stream.send_all(out)
@@ -105,17 +117,24 @@ async def _exchange(
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(RECEIVE_CHUNK_SIZE))
+            connection.receive_data(
+                bytes(await stream.receive_some(RECEIVE_CHUNK_SIZE))
+            )
         elif isinstance(event, h11.Response):
             status = event.status_code
             response_headers = tuple(
-                (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in event.headers
             )
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > max_bytes:
-                raise SearchFailed(f"the search service's answer is larger than {max_bytes} bytes")
+                raise SearchFailed(
+                    f"the search service's answer is larger than {max_bytes} bytes"
+                )
         elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
             if status == 0:
-                raise SearchFailed("the search service closed the connection without answering")
+                raise SearchFailed(
+                    "the search service closed the connection without answering"
+                )
             return HttpResponse(status, response_headers, bytes(body))

@@ -79,7 +79,7 @@ PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
 # What the model reads when a search did not run, by error code.
 _ERROR_ADVICE = {
     "max_uses_exceeded": "No more searches are allowed in this turn; answer with what you have.",
-    "invalid_tool_input": "The search input must be {\"query\": \"<text>\"}.",
+    "invalid_tool_input": 'The search input must be {"query": "<text>"}.',
     "query_too_long": f"The query is too long; keep it under {MAX_QUERY_CHARS} characters.",
     "too_many_requests": "The search service is busy; answer without searching again.",
     "unavailable": "The search service is unavailable; answer without searching again.",
@@ -121,7 +121,9 @@ async def handle_web_search(
     try:
         settings = search_settings(services.config)
     except ConfigError as exc:
-        raise ApiError(500, f"web search is misconfigured: {exc}", "api_error") from None
+        raise ApiError(
+            500, f"web search is misconfigured: {exc}", "api_error"
+        ) from None
     choice: ProviderChoice | None = None
     if spec is not None:
         if not settings.enabled:
@@ -144,7 +146,15 @@ async def handle_web_search(
     working = rewrite_request(body, spec)
     working["stream"] = True
     run = _SearchRun(
-        services, request, responder, outcome, model, beta_header, spec, choice, settings,
+        services,
+        request,
+        responder,
+        outcome,
+        model,
+        beta_header,
+        spec,
+        choice,
+        settings,
         upstream=upstream if upstream is not None else services.upstream,
         streaming=body.get("stream") is True,
     )
@@ -292,9 +302,13 @@ class _SearchRun:
                 if sse.event != "error":
                     events.append(json.loads(sse.data))
             try:
-                await self._emit([out for event in events for out in self.merger.feed(event)])
+                await self._emit(
+                    [out for event in events for out in self.merger.feed(event)]
+                )
             except ProtocolError:
-                await self._fail(ApiError(502, "Bedrock sent an inconsistent stream", "api_error"))
+                await self._fail(
+                    ApiError(502, "Bedrock sent an inconsistent stream", "api_error")
+                )
                 return False
             if chunk.error is not None:
                 await self._fail(chunk.error)
@@ -335,7 +349,9 @@ class _SearchRun:
             tool_result["is_error"] = True
         return tool_result
 
-    async def _ask_provider(self, query: str, spec: SearchToolSpec, choice: ProviderChoice) -> Any:
+    async def _ask_provider(
+        self, query: str, spec: SearchToolSpec, choice: ProviderChoice
+    ) -> Any:
         search_query = SearchQuery(
             text=query.strip(),
             max_results=self.settings.max_results,
@@ -347,7 +363,10 @@ class _SearchRun:
             hits = await run_search(choice, search_query, timeout=self.settings.timeout)
         except SearchFailed as exc:
             logger.warning(
-                "%s: web search through %s failed: %s", self.request.request_id, choice.name, exc
+                "%s: web search through %s failed: %s",
+                self.request.request_id,
+                choice.name,
+                exc,
             )
             return error_block(exc.error_code)
         self.merger.searches_run += 1
@@ -374,11 +393,15 @@ class _SearchRun:
         if not self.streaming:
             return
         if not self.responder.is_started:
-            await self.responder.start_response(200, [*SSE_HEADERS, *outcome.response_headers])
+            await self.responder.start_response(
+                200, [*SSE_HEADERS, *outcome.response_headers]
+            )
             outcome.status = 200
         await self.responder.send_data(b"".join(pieces))
 
-    async def _finish(self, stop_reason: str | None, stop_sequence: str | None = None) -> None:
+    async def _finish(
+        self, stop_reason: str | None, stop_sequence: str | None = None
+    ) -> None:
         await self._emit(self.merger.finish(stop_reason, stop_sequence))
         if self.streaming:
             await self.responder.end_response()
@@ -394,7 +417,9 @@ class _SearchRun:
         """End with ``error``: an SSE error event if the stream began, else raise it."""
         outcome = self.outcome
         if outcome.error_type is None:
-            outcome.error_type = getattr(error, "metric_error_type", None) or "server_error"
+            outcome.error_type = (
+                getattr(error, "metric_error_type", None) or "server_error"
+            )
         self.services.count_upstream_error(outcome, error)
         if not self.responder.is_started:
             raise error

@@ -144,7 +144,9 @@ class ResponseMerger:
         for block in blocks:
             if self._is_search_call(block):
                 tool_id = str(block.get("id", ""))
-                searches.append(SearchCall(tool_id, server_tool_id(tool_id), block.get("input")))
+                searches.append(
+                    SearchCall(tool_id, server_tool_id(tool_id), block.get("input"))
+                )
             elif block.get("type") == "tool_use":
                 client_tools.append(str(block.get("name")))
         return CallSummary(
@@ -165,13 +167,19 @@ class ResponseMerger:
         """
         index = self._next_index
         self._next_index += 1
-        block = {"type": "web_search_tool_result", "tool_use_id": call.server_id, "content": content}
+        block = {
+            "type": "web_search_tool_result",
+            "tool_use_id": call.server_id,
+            "content": content,
+        }
         return [
             {"type": "content_block_start", "index": index, "content_block": block},
             {"type": "content_block_stop", "index": index},
         ]
 
-    def finish(self, stop_reason: str | None, stop_sequence: str | None = None) -> list[Event]:
+    def finish(
+        self, stop_reason: str | None, stop_sequence: str | None = None
+    ) -> list[Event]:
         """The response's closing ``message_delta`` and ``message_stop``."""
         usage: dict[str, Any] = dict(self.usage)
         usage["server_tool_use"] = {"web_search_requests": self.searches_run}

@@ -48,7 +48,9 @@ def filter_hits(hits: list[SearchHit], query: SearchQuery) -> list[SearchHit]:
     for hit in hits:
         if hit.url in seen:
             continue
-        if query.allowed_domains and not any(in_domain(hit.url, d) for d in query.allowed_domains):
+        if query.allowed_domains and not any(
+            in_domain(hit.url, d) for d in query.allowed_domains
+        ):
             continue
         if any(in_domain(hit.url, d) for d in query.blocked_domains):
             continue
@@ -89,4 +91,11 @@ def error_block(error_code: str) -> dict[str, str]:
     return {"type": "web_search_tool_result_error", "error_code": error_code}
 
 
-__all__ = ["SearchFailed", "error_block", "filter_hits", "in_domain", "result_blocks", "run_search"]
+__all__ = [
+    "SearchFailed",
+    "error_block",
+    "filter_hits",
+    "in_domain",
+    "result_blocks",
+    "run_search",
+]

@@ -96,30 +96,44 @@ def _parse(
     max_results: int,
 ) -> SearchSettings:
     keys = _pairs(api_keys, "web_search_api_keys")
-    default = _choice(provider, url, api_key or keys.get(provider), "web_search_provider")
+    default = _choice(
+        provider, url, api_key or keys.get(provider), "web_search_provider"
+    )
     owners: dict[tuple[str, str], ProviderChoice | None] = {}
     for owner, value in _pairs(by_owner, "web_search_by_owner").items():
         kind, _, name = owner.partition(":")
         if kind not in ("user", "team") or not name:
-            raise ConfigError(f"web_search_by_owner: {owner!r} must be user:NAME or team:NAME")
+            raise ConfigError(
+                f"web_search_by_owner: {owner!r} must be user:NAME or team:NAME"
+            )
         if value == OFF:
             owners[(kind, name)] = None
             continue
         chosen, _, chosen_url = value.partition("@")
         key = keys.get(chosen) or (api_key if chosen == provider else None)
-        owners[(kind, name)] = _choice(chosen, chosen_url or None, key, "web_search_by_owner")
+        owners[(kind, name)] = _choice(
+            chosen, chosen_url or None, key, "web_search_by_owner"
+        )
     return SearchSettings(enabled, default, owners, timeout, max_results)
 
 
-def _choice(name: str, url: str | None, api_key: str | None, setting: str) -> ProviderChoice:
+def _choice(
+    name: str, url: str | None, api_key: str | None, setting: str
+) -> ProviderChoice:
     module = PROVIDERS.get(name)
     if module is None:
-        raise ConfigError(f"{setting}: unknown provider {name!r}; one of {', '.join(sorted(PROVIDERS))}")
+        raise ConfigError(
+            f"{setting}: unknown provider {name!r}; one of {', '.join(sorted(PROVIDERS))}"
+        )
     url = url or module.DEFAULT_URL
     if not url:
-        raise ConfigError(f"{setting}: the {name} provider needs a URL (web_search_url or {name}@URL)")
+        raise ConfigError(
+            f"{setting}: the {name} provider needs a URL (web_search_url or {name}@URL)"
+        )
     if module.NEEDS_KEY and not api_key:
-        raise ConfigError(f"{setting}: the {name} provider needs an API key (web_search_api_key or web_search_api_keys)")
+        raise ConfigError(
+            f"{setting}: the {name} provider needs an API key (web_search_api_key or web_search_api_keys)"
+        )
     return ProviderChoice(name, url, api_key)
 
 

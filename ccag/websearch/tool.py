@@ -117,7 +117,9 @@ def find_search_tool(body: dict[str, Any]) -> SearchToolSpec | None:
     if max_uses is not None and (
         not isinstance(max_uses, int) or isinstance(max_uses, bool) or max_uses < 1
     ):
-        raise invalid_request("tools.web_search.max_uses: must be an integer of at least 1")
+        raise invalid_request(
+            "tools.web_search.max_uses: must be an integer of at least 1"
+        )
     allowed = _domains(tool, "allowed_domains")
     blocked = _domains(tool, "blocked_domains")
     if allowed and blocked:
@@ -142,12 +144,16 @@ def has_search_history(body: dict[str, Any]) -> bool:
         return False
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list) and any(_is_search_block(block) for block in content):
+        if isinstance(content, list) and any(
+            _is_search_block(block) for block in content
+        ):
             return True
     return False
 
 
-def rewrite_request(body: dict[str, Any], spec: SearchToolSpec | None) -> dict[str, Any]:
+def rewrite_request(
+    body: dict[str, Any], spec: SearchToolSpec | None
+) -> dict[str, Any]:
     """The body to send to Bedrock: an ordinary search tool, history converted.
 
     With ``spec`` None (no search tool offered) earlier search blocks become
@@ -162,7 +168,9 @@ def rewrite_request(body: dict[str, Any], spec: SearchToolSpec | None) -> dict[s
         }
         if spec.cache_control is not None:
             tool["cache_control"] = spec.cache_control
-        out["tools"] = [tool if is_search_tool(item) else item for item in body["tools"]]
+        out["tools"] = [
+            tool if is_search_tool(item) else item for item in body["tools"]
+        ]
     messages = body.get("messages")
     if isinstance(messages, list):
         out["messages"] = _convert_history(messages, as_pairs=spec is not None)
@@ -188,7 +196,7 @@ def server_tool_id(model_tool_id: str) -> str:
     """The ``srvtoolu_`` id shown to the client for the model's tool call."""
     for prefix in ("toolu_bdrk_", "toolu_"):
         if model_tool_id.startswith(prefix):
-            return SERVER_TOOL_ID_PREFIX + model_tool_id[len(prefix):]
+            return SERVER_TOOL_ID_PREFIX + model_tool_id[len(prefix) :]
     return SERVER_TOOL_ID_PREFIX + model_tool_id
 
 
@@ -205,7 +213,7 @@ def decode_snippet(encrypted_content: Any) -> str | None:
     ):
         return None
     try:
-        raw = base64.urlsafe_b64decode(encrypted_content[len(SNIPPET_PREFIX):])
+        raw = base64.urlsafe_b64decode(encrypted_content[len(SNIPPET_PREFIX) :])
         snippet = json.loads(raw).get("snippet")
     except (binascii.Error, ValueError, AttributeError, RecursionError):
         return None
@@ -241,7 +249,9 @@ def _domains(tool: dict[str, Any], field: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise invalid_request(f"tools.web_search.{field}: must be a list of domain names")
+        raise invalid_request(
+            f"tools.web_search.{field}: must be a list of domain names"
+        )
     return tuple(item.strip().lower() for item in value if item.strip())
 
 
@@ -254,7 +264,9 @@ def _user_location(value: Any) -> UserLocation | None:
     for field in ("city", "region", "country", "timezone"):
         part = value.get(field)
         if part is not None and not isinstance(part, str):
-            raise invalid_request(f"tools.web_search.user_location.{field}: must be a string")
+            raise invalid_request(
+                f"tools.web_search.user_location.{field}: must be a string"
+            )
         parts[field] = part
     return UserLocation(**parts)
 
@@ -290,7 +302,9 @@ def _convert_history(messages: list[Any], *, as_pairs: bool) -> list[Any]:
     out: list[Any] = []
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list) or not any(_is_search_block(b) for b in content):
+        if not isinstance(content, list) or not any(
+            _is_search_block(b) for b in content
+        ):
             out.append(message)
             continue
         if message.get("role") != "assistant" or not as_pairs:
@@ -306,16 +320,25 @@ def _as_plain(block: Any) -> Any:
         return block
     kind = block.get("type")
     if kind == "server_tool_use" and block.get("name") == "web_search":
-        query = block.get("input", {}).get("query") if isinstance(block.get("input"), dict) else None
+        query = (
+            block.get("input", {}).get("query")
+            if isinstance(block.get("input"), dict)
+            else None
+        )
         return {"type": "text", "text": f"[web search: {query}]"}
     if kind == "web_search_tool_result":
-        return {"type": "text", "text": "[web search results]\n" + render_results(block.get("content"))}
+        return {
+            "type": "text",
+            "text": "[web search results]\n" + render_results(block.get("content")),
+        }
     if kind == "text" and _has_search_citations(block):
         return {key: value for key, value in block.items() if key != "citations"}
     return block
 
 
-def _split_assistant_turn(message: dict[str, Any], content: list[Any]) -> list[dict[str, Any]]:
+def _split_assistant_turn(
+    message: dict[str, Any], content: list[Any]
+) -> list[dict[str, Any]]:
     """Assistant blocks with search results moved into user turns between."""
     turns: list[dict[str, Any]] = []
     assistant: list[Any] = []
@@ -328,7 +351,11 @@ def _split_assistant_turn(message: dict[str, Any], content: list[Any]) -> list[d
                     "type": "tool_result",
                     "tool_use_id": block.get("tool_use_id"),
                     "content": render_results(block.get("content")),
-                    **({"is_error": True} if isinstance(block.get("content"), dict) else {}),
+                    **(
+                        {"is_error": True}
+                        if isinstance(block.get("content"), dict)
+                        else {}
+                    ),
                 }
             )
             continue
@@ -338,7 +365,12 @@ def _split_assistant_turn(message: dict[str, Any], content: list[Any]) -> list[d
             assistant, results = [], []
         if kind == "server_tool_use" and block.get("name") == "web_search":
             assistant.append(
-                {"type": "tool_use", "id": block.get("id"), "name": "web_search", "input": block.get("input", {})}
+                {
+                    "type": "tool_use",
+                    "id": block.get("id"),
+                    "name": "web_search",
+                    "input": block.get("input", {}),
+                }
             )
         else:
             assistant.append(_as_plain(block))
@@ -361,7 +393,8 @@ def _merge_same_roles(messages: list[Any]) -> list[Any]:
         ):
             out[-1] = {
                 **out[-1],
-                "content": _blocks(out[-1].get("content")) + _blocks(message.get("content")),
+                "content": _blocks(out[-1].get("content"))
+                + _blocks(message.get("content")),
             }
             continue
         out.append(message)

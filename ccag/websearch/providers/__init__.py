@@ -12,5 +12,6 @@ from types import ModuleType
 from ccag.websearch.providers import brave, custom, duckduckgo, searxng, serper, tavily
 
 PROVIDERS: dict[str, ModuleType] = {
-    module.NAME: module for module in (duckduckgo, tavily, serper, brave, searxng, custom)
+    module.NAME: module
+    for module in (duckduckgo, tavily, serper, brave, searxng, custom)
 }

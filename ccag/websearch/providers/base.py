@@ -76,7 +76,9 @@ def check_status(status: int, provider: str) -> None:
         SearchFailed: ``too_many_requests`` for 429, else ``unavailable``.
     """
     if status == 429:
-        raise SearchFailed(f"{provider} refused the search: rate limited", TOO_MANY_REQUESTS)
+        raise SearchFailed(
+            f"{provider} refused the search: rate limited", TOO_MANY_REQUESTS
+        )
     if not 200 <= status < 300:
         raise SearchFailed(f"{provider} answered HTTP {status}")
 
@@ -90,7 +92,9 @@ def parse_json_object(body: bytes, provider: str) -> dict[str, Any]:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
-        raise SearchFailed(f"{provider} answered with something that is not JSON") from None
+        raise SearchFailed(
+            f"{provider} answered with something that is not JSON"
+        ) from None
     if not isinstance(document, dict):
         raise SearchFailed(f"{provider} answered with JSON that is not an object")
     return document
@@ -121,7 +125,11 @@ def site_operators(query: SearchQuery) -> str:
     """The query with ``site:`` operators for the domain lists (search engine syntax)."""
     text = query.text
     if query.allowed_domains:
-        text += " (" + " OR ".join(f"site:{domain}" for domain in query.allowed_domains) + ")"
+        text += (
+            " ("
+            + " OR ".join(f"site:{domain}" for domain in query.allowed_domains)
+            + ")"
+        )
     for domain in query.blocked_domains:
         text += f" -site:{domain}"
     return text

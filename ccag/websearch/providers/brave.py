@@ -33,8 +33,13 @@ MAX_COUNT = 20
 _TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 
 
-def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> HttpRequest:
-    parameters = {"q": site_operators(query), "count": str(min(query.max_results, MAX_COUNT))}
+def build_request(
+    query: SearchQuery, base_url: str, api_key: str | None
+) -> HttpRequest:
+    parameters = {
+        "q": site_operators(query),
+        "count": str(min(query.max_results, MAX_COUNT)),
+    }
     location = query.user_location
     if location is not None and location.country and len(location.country) == 2:
         parameters["country"] = location.country.upper()

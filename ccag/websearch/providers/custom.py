@@ -39,7 +39,9 @@ DEFAULT_URL = None
 NEEDS_KEY = False
 
 
-def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> HttpRequest:
+def build_request(
+    query: SearchQuery, base_url: str, api_key: str | None
+) -> HttpRequest:
     location = query.user_location
     document: dict[str, Any] = {
         "query": query.text,

@@ -32,7 +32,9 @@ NEEDS_KEY = False
 USER_AGENT = "Mozilla/5.0 (compatible; ccag web search)"
 
 
-def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> HttpRequest:
+def build_request(
+    query: SearchQuery, base_url: str, api_key: str | None
+) -> HttpRequest:
     form = {"q": site_operators(query), "kl": _region(query)}
     return HttpRequest(
         "POST",
@@ -48,7 +50,9 @@ def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> Htt
 
 def parse_response(status: int, body: bytes) -> list[SearchHit]:
     if status == 202:
-        raise SearchFailed("DuckDuckGo is limiting requests from this address", TOO_MANY_REQUESTS)
+        raise SearchFailed(
+            "DuckDuckGo is limiting requests from this address", TOO_MANY_REQUESTS
+        )
     check_status(status, "DuckDuckGo")
     parser = _ResultParser()
     parser.feed(body.decode("utf-8", "replace"))
@@ -87,7 +91,9 @@ class _ResultParser(HTMLParser):
         self._url = ""
         self._title = ""
 
-    def handle_starttag(self, tag: str, attributes: list[tuple[str, str | None]]) -> None:
+    def handle_starttag(
+        self, tag: str, attributes: list[tuple[str, str | None]]
+    ) -> None:
         found = dict(attributes)
         classes = (found.get("class") or "").split()
         if tag == "div":
@@ -131,5 +137,7 @@ class _ResultParser(HTMLParser):
 
     def _add(self, snippet: str) -> None:
         if is_web_url(self._url) and self._title:
-            self.hits.append(SearchHit(url=self._url, title=self._title, snippet=snippet))
+            self.hits.append(
+                SearchHit(url=self._url, title=self._title, snippet=snippet)
+            )
         self._url, self._title = "", ""

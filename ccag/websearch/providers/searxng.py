@@ -25,13 +25,17 @@ DEFAULT_URL = None
 NEEDS_KEY = False
 
 
-def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> HttpRequest:
+def build_request(
+    query: SearchQuery, base_url: str, api_key: str | None
+) -> HttpRequest:
     parameters = {"q": site_operators(query), "format": "json"}
     headers: tuple[tuple[str, str], ...] = (("accept", "application/json"),)
     if api_key:
         # Instances behind an authenticating proxy take a bearer token.
         headers += (("authorization", f"Bearer {api_key}"),)
-    return HttpRequest("GET", base_url.rstrip("/") + "/search?" + urlencode(parameters), headers)
+    return HttpRequest(
+        "GET", base_url.rstrip("/") + "/search?" + urlencode(parameters), headers
+    )
 
 
 def parse_response(status: int, body: bytes) -> list[SearchHit]:

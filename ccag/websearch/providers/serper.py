@@ -27,13 +27,17 @@ DEFAULT_URL = "https://google.serper.dev/search"
 NEEDS_KEY = True
 
 
-def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> HttpRequest:
+def build_request(
+    query: SearchQuery, base_url: str, api_key: str | None
+) -> HttpRequest:
     document: dict[str, Any] = {"q": site_operators(query), "num": query.max_results}
     location = query.user_location
     if location is not None:
         if location.country and len(location.country) == 2:
             document["gl"] = location.country.lower()
-        place = ", ".join(part for part in (location.city, location.region, location.country) if part)
+        place = ", ".join(
+            part for part in (location.city, location.region, location.country) if part
+        )
         if place:
             document["location"] = place
     return HttpRequest(

@@ -29,7 +29,9 @@ NEEDS_KEY = True
 MAX_RESULTS = 20
 
 
-def build_request(query: SearchQuery, base_url: str, api_key: str | None) -> HttpRequest:
+def build_request(
+    query: SearchQuery, base_url: str, api_key: str | None
+) -> HttpRequest:
     document: dict[str, Any] = {
         "query": query.text,
         "max_results": min(query.max_results, MAX_RESULTS),
