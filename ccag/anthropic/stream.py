@@ -18,6 +18,8 @@ from __future__ import annotations
 import binascii
 import json
 import re
+import struct
+import zlib
 from typing import Any
 
 import attrs
@@ -32,7 +34,13 @@ from ccag.anthropic.errors import (
 )
 from ccag.anthropic.observe import ResponseObserver
 from ccag.errors import ApiError, EventStreamError, ProtocolError
-from ccag.eventstream import DEFAULT_MAX_FRAME_BYTES, EventStreamDecoder, Frame
+from ccag.eventstream import (
+    DEFAULT_MAX_FRAME_BYTES,
+    MAX_HEADERS_BYTES,
+    EventStreamDecoder,
+    Frame,
+    decode_headers,
+)
 from ccag.sse import encode_event
 
 # The compact opening every Bedrock chunk payload and Anthropic event has;
@@ -47,6 +55,13 @@ _BEDROCK_KEY_MARKER = b'"amazon-bedrock-'
 # Anthropic event names are short snake_case words; a name outside this shape
 # could break the SSE framing or a client's dispatch, so it is refused.
 _EVENT_NAME = re.compile(rb"[a-z][a-z0-9_]{0,63}")
+
+# The event-stream prelude (total length, headers length, prelude CRC) and the
+# sizes around it; see ccag.eventstream for the format.
+_PRELUDE = struct.Struct(">III")
+_CRC = struct.Struct(">I")
+_PRELUDE_BYTES = 12
+_MIN_FRAME_BYTES = 16
 
 _KNOWN_EVENT_NAMES = frozenset(
     {
@@ -100,6 +115,10 @@ class BedrockStreamTranslator:
             Bedrock's model id in ``message_start``.
         observer: sees every forwarded event (usage, tools, progress).
         max_frame_bytes: the largest event-stream frame accepted.
+        fast_path: translate whole ``chunk`` frames without building a
+            :class:`~ccag.eventstream.Frame` (see ``_translate_whole_frames``);
+            False sends every byte through the general decoder, which tests
+            use to check that both give the same output.
     """
 
     def __init__(
@@ -107,10 +126,19 @@ class BedrockStreamTranslator:
         requested_model: str,
         observer: ResponseObserver,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        *,
+        fast_path: bool = True,
     ) -> None:
         self._requested_model = requested_model
         self._observer = observer
         self._decoder = EventStreamDecoder(max_frame_bytes)
+        self._max_frame_bytes = max(max_frame_bytes, _MIN_FRAME_BYTES)
+        self._fast_path = fast_path
+
+        # The raw header block of the chunk frames seen so far: Bedrock sends
+        # the same one on every chunk, and a frame carrying exactly these
+        # bytes needs no header parsing.
+        self._chunk_headers: bytes | None = None
         self._finished = False
         self._saw_message_stop = False
         self._error: ApiError | None = None
@@ -130,12 +158,30 @@ class BedrockStreamTranslator:
         if self._finished:
             return _NOTHING_FINISHED
 
+        out: list[bytes] = []
+        if self._fast_path and not self._decoder.has_partial_frame:
+            raw = bytes(raw)
+            try:
+                taken = self._translate_whole_frames(raw, out)
+            except _StreamFault as fault:
+                return self._end_with(b"".join(out), fault.error)
+            if self._saw_message_stop:
+                self._finished = True
+                return TranslatedChunk(b"".join(out), None, True)
+            if taken == len(raw):
+                return TranslatedChunk(b"".join(out)) if out else _NOTHING
+            raw = raw[taken:]
+
         try:
             frames = self._decoder.feed(raw)
         except EventStreamError:
+            if out:
+                # As the decoder does itself: what was decoded goes out, and
+                # the fault, now pending in the decoder, ends the stream at
+                # the next feed or at close.
+                return TranslatedChunk(b"".join(out))
             return self._end_with(b"", malformed_stream_error())
 
-        out: list[bytes] = []
         for frame in frames:
             try:
                 sse = self._translate_frame(frame)
@@ -171,6 +217,79 @@ class BedrockStreamTranslator:
         self._finished = True
         self._error = error
         return TranslatedChunk(sse + error.sse_event(), error, True)
+
+    def _translate_whole_frames(self, raw: bytes, out: list[bytes]) -> int:
+        """Translate the leading whole chunk frames of ``raw`` into ``out``.
+
+        The fast path for a read that starts on a frame boundary: the prelude
+        and message CRCs are checked as the general decoder checks them, but
+        a frame whose header block is the known chunk block goes straight to
+        its payload. At the first frame that is anything else (another
+        header block, a bad CRC or length, a partial frame) it stops and
+        returns the offset reached; the general decoder takes the rest, so
+        unusual input is read, or refused, exactly as before.
+
+        Returns:
+            How many bytes of ``raw`` were consumed.
+        """
+        end = len(raw)
+        offset = 0
+        max_frame_bytes = self._max_frame_bytes
+        while end - offset >= _MIN_FRAME_BYTES and not self._saw_message_stop:
+            total, headers_length, prelude_crc = _PRELUDE.unpack_from(raw, offset)
+            frame_end = offset + total
+            if (
+                total < _MIN_FRAME_BYTES
+                or total > max_frame_bytes
+                or frame_end > end
+                or headers_length > total - _MIN_FRAME_BYTES
+                or zlib.crc32(raw[offset : offset + 8]) != prelude_crc
+            ):
+                break
+            crc_at = frame_end - 4
+            # The message CRC covers the prelude too; its CRC is the seed.
+            if (
+                zlib.crc32(raw[offset + 8 : crc_at], prelude_crc)
+                != _CRC.unpack_from(raw, crc_at)[0]
+            ):
+                break
+
+            headers_at = offset + _PRELUDE_BYTES
+            payload_at = headers_at + headers_length
+            known = self._chunk_headers
+            is_known = (
+                known is not None
+                and headers_length == len(known)
+                and raw.startswith(known, headers_at)
+            )
+            if not is_known and not self._learn_chunk_headers(
+                raw[headers_at:payload_at]
+            ):
+                break
+
+            try:
+                sse = self._translate_event(_chunk_event(raw[payload_at:crc_at]))
+            except (ValueError, ProtocolError, RecursionError):
+                raise _StreamFault(malformed_stream_error()) from None
+            out.append(sse)
+            offset = frame_end
+        return offset
+
+    def _learn_chunk_headers(self, raw_headers: bytes) -> bool:
+        """Remember ``raw_headers`` if they are a chunk event's; True if so."""
+        if len(raw_headers) > MAX_HEADERS_BYTES:
+            return False
+        try:
+            headers = decode_headers(raw_headers)
+        except EventStreamError:
+            return False
+        if (
+            headers.get(":message-type") != "event"
+            or headers.get(":event-type") != "chunk"
+        ):
+            return False
+        self._chunk_headers = raw_headers
+        return True
 
     def _translate_frame(self, frame: Frame) -> bytes:
         # Plain dict lookups: this runs once per event of every stream.
