@@ -683,3 +683,49 @@ async def test_every_model_call_is_a_spend_record(tmp_path: Path) -> None:
     assert sum(record.input_tokens for record in records) == usage["input_tokens"]
     assert sum(record.output_tokens for record in records) == usage["output_tokens"]
     assert [record.tool_names for record in records] == ["web_search", "web_search", ""]
+
+
+async def test_stream_sends_the_search_call_before_the_search_finishes(
+    tmp_path: Path,
+) -> None:
+    search_delay = 1.0
+    with trio.fail_after(TEST_TIMEOUT_SECONDS):
+        async with (
+            open_fake_provider() as provider,
+            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
+        ):
+            provider.answer = Answer(delay=search_delay)
+            payload = json.dumps(
+                search_body("trio [sim:search 1]", stream=True)
+            ).encode()
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            head = (
+                "POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                f"x-api-key: {running.key}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(payload)}\r\nconnection: close\r\n\r\n"
+            )
+            arrivals: dict[str, float] = {}
+            received = b""
+            async with stream:
+                await stream.send_all(head.encode() + payload)
+                while "message_stop" not in arrivals:
+                    chunk = await stream.receive_some(65536)
+                    assert chunk, "the stream ended before message_stop"
+                    received += chunk
+                    for marker in (
+                        "server_tool_use",
+                        "web_search_tool_result",
+                        "message_stop",
+                    ):
+                        if marker.encode() in received and marker not in arrivals:
+                            arrivals[marker] = trio.current_time()
+
+    assert set(arrivals) == {
+        "server_tool_use",
+        "web_search_tool_result",
+        "message_stop",
+    }
+    assert (
+        arrivals["web_search_tool_result"] - arrivals["server_tool_use"]
+        >= search_delay * 0.8
+    )
