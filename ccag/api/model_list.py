@@ -18,7 +18,8 @@ class ModelListRoute:
         except ApiError as error:
             await send_error(request, responder, error)
             return
-        models = self.services.catalog.list_models()
+        # What the endpoints can serve (discovery), else the model table.
+        models = self.services.upstream.list_models()
         await send_json(
             responder,
             200,

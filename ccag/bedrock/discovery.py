@@ -260,6 +260,11 @@ class Discovery:
         listing = self._listings.get(endpoint_id)
         if listing is None:
             return None
+        if listing.lock.locked():
+            # A fetch (the one at start, typically) is under way: its answer
+            # is worth the wait, and must not be pre-empted by a negative.
+            async with listing.lock:
+                pass
         found = self._match(listing, name, geo_prefix)
         if found is not None:
             return found
