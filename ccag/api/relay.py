@@ -124,7 +124,14 @@ async def _relay(
             return
 
         chunk = translator.feed(data)
-        async with write_lock:
+        # Lock.acquire always yields to the scheduler, even when the lock is
+        # free, which it nearly always is (the watchdog writes only after a
+        # silence); the read and the write already checkpoint.
+        try:
+            write_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await write_lock.acquire()
+        try:
             if chunk.sse:
                 if outcome.first_content_at is None and observer.content_started:
                     outcome.first_content_at = activity.last_read
@@ -138,6 +145,8 @@ async def _relay(
                 return
             if chunk.finished:
                 await complete(responder, outcome)
+        finally:
+            write_lock.release()
         if chunk.finished:
             await drain(upstream)
             return
