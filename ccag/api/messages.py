@@ -53,6 +53,9 @@ MAX_MESSAGE_BODY_BYTES = 64 * 1024 * 1024
 class MessagesRoute:
     """The handler of ``POST /v1/messages``."""
 
+    # Services.finish writes this route's access line, with model and tokens.
+    logs_access = True
+
     def __init__(self, services: Services) -> None:
         self.services = services
 
@@ -102,10 +105,6 @@ class MessagesRoute:
         outcome.user = principal.user
         outcome.team = principal.team
 
-        # Budgets and rate limits (ccag.spend), from memory: 429 when over.
-        if services.spend is not None:
-            outcome.response_headers = services.spend.admit(principal)
-
         body = parse_json_body(request)
         outcome.streaming = body.get("stream") is True
         model_name = _model_name(body)
@@ -113,6 +112,11 @@ class MessagesRoute:
         outcome.model_label = services.upstream.model_label(model_name)
         outcome.requested_model = model_name
         intercept = needs_interception(body)
+
+        # Budgets and rate limits (ccag.spend), from memory: 429 when over.
+        # After the body is parsed, so that a refusal is counted under its model.
+        if services.spend is not None:
+            outcome.response_headers = services.spend.admit(principal)
 
         async def attempt(upstream: Any, model: ResolvedModel) -> None:
             outcome.model_label = model.canonical

@@ -11,9 +11,38 @@ only when no exact route matches, longest prefix first, so the hot path
 
 from __future__ import annotations
 
+import logging
+
+import trio
+
 from ccag.api.responses import send_error
 from ccag.errors import ApiError
 from ccag.server.types import Handler, Request, Responder
+
+
+access_log = logging.getLogger("ccag.access")
+
+
+class _StatusRecorder:
+    """A responder that remembers the status it sent, for the access log."""
+
+    def __init__(self, responder: Responder) -> None:
+        self._responder = responder
+        self.status = 0
+
+    @property
+    def is_started(self) -> bool:
+        return self._responder.is_started
+
+    async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status = status
+        await self._responder.start_response(status, headers)
+
+    async def send_data(self, data: bytes) -> None:
+        await self._responder.send_data(data)
+
+    async def end_response(self) -> None:
+        await self._responder.end_response()
 
 
 class Router:
@@ -59,12 +88,29 @@ class Router:
         path, handler = self._find(request)
         if handler is None and self._prefixes:
             handler = self._match_prefix(request.method, path)
-        if handler is None:
-            error = ApiError(
-                404,
-                f"{request.method} {path[:200]} is not a route of this gateway",
-                "not_found_error",
-            )
-            await send_error(request, responder, error)
+        if getattr(handler, "logs_access", False):
+            # The model route writes a richer line of its own (model, tokens).
+            await handler(request, responder)  # type: ignore[misc]
             return
-        await handler(request, responder)
+
+        recorder = _StatusRecorder(responder)
+        try:
+            if handler is None:
+                error = ApiError(
+                    404,
+                    f"{request.method} {path[:200]} is not a route of this gateway",
+                    "not_found_error",
+                )
+                await send_error(request, recorder, error)
+            else:
+                await handler(request, recorder)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %s %d %.1fms",
+                    request.request_id,
+                    request.method,
+                    path[:200],
+                    recorder.status,
+                    (trio.current_time() - request.started_at) * 1000.0,
+                )
