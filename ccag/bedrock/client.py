@@ -58,6 +58,13 @@ COALESCE_BODY_BYTES = 256 * 1024
 
 USER_AGENT = f"ccag/{__version__}"
 
+# What h11 is shown of every request (see _encode_request); events are
+# immutable, so one of each serves every connection.
+_H11_REQUEST = h11.Request(
+    method="POST", target="/", headers=[("host", "bedrock"), ("content-length", "0")]
+)
+_H11_END = h11.EndOfMessage()
+
 logger = logging.getLogger(__name__)
 
 
@@ -462,18 +469,12 @@ class BedrockClient:
         signed.append(("user-agent", USER_AGENT))
         head = _serialize_head(target, signed)
 
-        # h11 needs to see the request to frame the response; it is shown only
-        # what decides that (method, framing), which spares it validating
-        # every signed header again. The bytes sent are ours.
-        connection.h11.send(
-            h11.Request(
-                method="POST",
-                target=target,
-                headers=[("host", self.endpoint.host_header), ("content-length", content_length)],
-            )
-        )
-        connection.h11.send_with_data_passthrough(h11.Data(data=body))
-        connection.h11.send(h11.EndOfMessage())
+        # h11 needs to see a request to frame the response, which depends on
+        # the method alone: it is shown one prebuilt body-less POST, which
+        # spares it validating a new event and walking the body per request.
+        # The bytes sent are ours.
+        connection.h11.send(_H11_REQUEST)
+        connection.h11.send(_H11_END)
 
         if len(body) <= COALESCE_BODY_BYTES:
             return [head + body]
