@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ccag.admin_cli_endpoints import register_endpoint_commands
 from ccag.admin_client import (
     DEFAULT_URL,
     AdminApiError,
@@ -409,6 +410,7 @@ def register(subparsers: Any) -> None:
     delete = leaf(teams, "delete", teams_delete, "delete a team")
     delete.add_argument("team")
     delete.add_argument("--force", action="store_true", help="also delete the team's live keys")
+    register_endpoint_commands(groups, leaf)
 
     from ccag.spend.cli import register_admin_subcommands
 

@@ -17,7 +17,6 @@ from typing import Any, Mapping
 import attrs
 import trio
 
-from ccag.anthropic.capabilities import CapabilityMemory
 from ccag.anthropic.models import ModelCatalog
 from ccag.api.admin import register_admin_routes
 from ccag.api.admin.spend import register_spend_routes
@@ -33,7 +32,8 @@ from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
 from ccag.bedrock.credentials import CredentialSource, has_credentials
 from ccag.bedrock.endpoint import resolve_endpoint_url
 from ccag.bedrock.facts import default_geo_prefix, shipped_models
-from ccag.bedrock.wiring import open_router, run_reload_loop
+from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
+from ccag.api.admin.endpoints import register_endpoint_routes
 from ccag.config import Config
 from ccag.errors import ConfigError
 from ccag.server import serve
@@ -148,7 +148,7 @@ async def run_gateway(
         services = Services(
             config=config,
             catalog=catalog,
-            capabilities=CapabilityMemory(config.capability_memory),
+            capabilities=await open_capabilities(config, store, nursery),
             upstream=upstream,
             keys=keys,
             telemetry=telemetry,
@@ -212,6 +212,7 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     router.add("POST", "/auth/login", login)
     register_admin_routes(router, services, sessions, store)
     register_spend_routes(router, services, sessions, store)
+    register_endpoint_routes(router, services, sessions, store)
     return router
 
 

@@ -14,6 +14,7 @@ others.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +32,7 @@ from ccag.bedrock.endpoints import (
 )
 from ccag.bedrock.facts import default_geo_prefix
 from ccag.bedrock.router import EndpointRouter
-from ccag.bedrock.stored import load_endpoints, load_team_routes
+from ccag.bedrock.stored import StoredCapabilities, load_endpoints, load_team_routes
 from ccag.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -147,3 +148,14 @@ async def run_reload_loop(router: EndpointRouter, config: Any, store: Any) -> No
             await reload_from_store(router, config, store)
         except Exception as exc:  # a store outage must not end the loop
             logger.warning("endpoint reload from the store failed: %s", exc)
+
+
+async def open_capabilities(config: Any, store: Any, nursery: trio.Nursery) -> StoredCapabilities:
+    """The capability memory, loaded from the store and written back to it."""
+    memory = StoredCapabilities(config.capability_memory, store)
+    try:
+        await memory.load(time.time())
+    except Exception as exc:  # an unreadable store leaves the memory empty
+        logger.warning("capability verdicts not loaded: %s", exc)
+    nursery.start_soon(memory.run_writer)
+    return memory
