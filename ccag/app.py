@@ -31,11 +31,12 @@ from ccag.auth.login import login_handler
 from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
 from ccag.bedrock.credentials import CredentialSource, has_credentials
 from ccag.bedrock.endpoint import resolve_endpoint_url
-from ccag.bedrock.facts import default_geo_prefix, shipped_models
+from ccag.bedrock.facts import apply_beta_overrides, default_geo_prefix, shipped_models
 from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
 from ccag.api.admin.endpoints import register_endpoint_routes
 from ccag.config import Config
 from ccag.errors import ConfigError
+from ccag.liveview import register_liveview
 from ccag.server import serve
 from ccag.services import Services
 from ccag.spend.system import start_spend_system
@@ -93,6 +94,7 @@ async def run_gateway(
         shutdown = trio.Event()
     use_simulator = credentials is None and simulator_wanted(config, environ)
     region = config.resolved_region
+    catalog = _load_catalog(config)
 
     async with trio.open_nursery() as nursery:
         simulator = None
@@ -125,7 +127,6 @@ async def run_gateway(
         nursery.start_soon(keys.run_refresh_loop, config.key_refresh)
 
         geo_prefix = config.geo_prefix or default_geo_prefix(region)
-        catalog = ModelCatalog(shipped_models(), load_json_file(config.models_file))
         # Bedrock endpoints, routing and failover (ccag.bedrock.wiring).
         upstream = await open_router(
             config, store, catalog,
@@ -213,6 +214,7 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     register_admin_routes(router, services, sessions, store)
     register_spend_routes(router, services, sessions, store)
     register_endpoint_routes(router, services, sessions, store)
+    services.sinks.append(register_liveview(router, services, sessions).record)
     return router
 
 
@@ -230,6 +232,15 @@ async def _close(telemetry: Any, store: Any, client: Any) -> None:
         await client.aclose()
         await store.aclose()
         await telemetry.aclose()
+
+
+def _load_catalog(config: Config) -> ModelCatalog:
+    """The model table with the operator's files applied (ConfigError if bad)."""
+    try:
+        models = apply_beta_overrides(shipped_models(), load_json_file(config.betas_file))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return ModelCatalog(models, load_json_file(config.models_file))
 
 
 def load_json_file(path: str | None) -> dict[str, Any] | None:

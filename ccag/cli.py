@@ -73,7 +73,26 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
+    except BaseExceptionGroup as group:
+        # A setting that proves unusable once the gateway starts (a store it
+        # cannot open, a bad file) arrives wrapped by the nursery it broke.
+        config_errors, _ = group.split(ConfigError)
+        if config_errors is None:
+            raise
+        for error in _leaves(config_errors):
+            logger.error("%s", error)
+        return 2
     return 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found.extend(_leaves(error))
+        else:
+            found.append(error)
+    return found
 
 
 async def _serve_until_signalled(config: Any) -> None:

@@ -29,6 +29,7 @@ from ccag.anthropic.models import ResolvedModel
 from ccag.anthropic.stream import translate_message_body
 from ccag.anthropic.translate import BedrockRequest, translate_messages
 from ccag.api.relay import end_stream_with, relay_stream
+from ccag.api.body_log import LoggingResponder, bodies_wanted, log_request_body
 from ccag.api.outcome import CLIENT_CLOSED_STATUS, Outcome
 from ccag.api.responses import SSE_HEADERS, parse_json_body, send_error, send_json_bytes
 from ccag.bedrock.errors import UpstreamError
@@ -58,9 +59,13 @@ class MessagesRoute:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.log_bodies = bodies_wanted(services.config.log_bodies)
 
     async def __call__(self, request: Request, responder: Responder) -> None:
         services = self.services
+        if self.log_bodies:
+            log_request_body(request)
+            responder = LoggingResponder(responder, request.request_id)
         outcome = Outcome(request_id=request.request_id, started_at=request.started_at)
         services.telemetry.request_started()
         try:

@@ -209,3 +209,46 @@ def validation_messages() -> ValidationMessages:
         extra_input=entry["extra_input"],
         extraneous_key=entry["extraneous_key"],
     )
+
+
+def apply_beta_overrides(
+    models: Mapping[str, ModelFacts], overrides: Mapping[str, Any] | None
+) -> dict[str, ModelFacts]:
+    """The model table with the operator's beta allowlist overrides applied.
+
+    ``overrides`` maps a canonical model name, or ``"*"`` for every model, to
+    either a list (the model's whole allowlist) or ``{"add": [...],
+    "remove": [...]}``. ``"*"`` applies first, then the per-model entries.
+
+    Raises:
+        ValueError: an entry names an unknown model or has the wrong shape.
+    """
+    result = dict(models)
+    if not overrides:
+        return result
+    ordered = sorted(overrides.items(), key=lambda item: item[0] != "*")
+    for name, change in ordered:
+        if name.startswith("_"):
+            continue
+        if name != "*" and name not in result:
+            raise ValueError(f"betas file: unknown model {name!r}")
+        targets = list(result) if name == "*" else [name]
+        for target in targets:
+            result[target] = attrs.evolve(
+                result[target], betas=_changed_betas(result[target].betas, change, name)
+            )
+    return result
+
+
+def _changed_betas(current: frozenset[str], change: Any, name: str) -> frozenset[str]:
+    if isinstance(change, list) and all(isinstance(beta, str) for beta in change):
+        return frozenset(change)
+    if isinstance(change, dict) and set(change) <= {"add", "remove"}:
+        added = change.get("add", [])
+        removed = change.get("remove", [])
+        if all(isinstance(beta, str) for beta in [*added, *removed]):
+            return (current | frozenset(added)) - frozenset(removed)
+    raise ValueError(
+        f"betas file: the entry for {name!r} must be a list of betas or "
+        '{"add": [...], "remove": [...]}'
+    )
