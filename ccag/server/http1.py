@@ -30,6 +30,7 @@ from ccag.server.common import (
     report_refusal,
 )
 from ccag.server.types import Handler, Request, Responder
+from ccag.server.upgrade import TakenOverStream, replayed_head
 
 logger = logging.getLogger("ccag.server")
 
@@ -93,6 +94,8 @@ class Http1Connection:
         self._client = peer_address(stream)
         self._handler_scope: trio.CancelScope | None = None
         self._idle_scope: trio.CancelScope | None = None
+        self._request_event: h11.Request | None = None
+        self._is_taken_over = False
         self.is_draining = False
 
     def start_draining(self) -> None:
@@ -100,6 +103,9 @@ class Http1Connection:
         self.is_draining = True
         if self._idle_scope is not None:
             self._idle_scope.cancel()
+        if self._is_taken_over and self._handler_scope is not None:
+            # A taken-over connection (a WebSocket) has no response to finish.
+            self._handler_scope.cancel()
 
     def _on_peer_closed(self) -> None:
         if self._handler_scope is not None:
@@ -229,6 +235,7 @@ class Http1Connection:
                 )
             )
         headers = decode_headers(event.headers)
+        self._request_event = event
 
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -301,6 +308,8 @@ class Http1Connection:
 
         if scope.cancelled_caught or self._reader.is_closed:
             logger.debug("request %s: client went away", request.request_id)
+            return True
+        if self._is_taken_over:
             return True
 
         if failure is not None:
@@ -443,6 +452,25 @@ class Http1Responder(Responder):
     @property
     def is_started(self) -> bool:
         return self._started
+
+    def take_over(self) -> TakenOverStream:
+        """The raw connection, for a handler that switches protocols.
+
+        See :mod:`ccag.server.upgrade`. The stream replays the request head
+        first. Call it instead of ``start_response``; the connection closes
+        when the handler returns, and a drain cancels the handler at once.
+
+        Raises:
+            InternalError: the response has started.
+        """
+        connection = self._connection
+        if self._started or connection._request_event is None:
+            raise InternalError("take_over after the response started")
+        connection._is_taken_over = True
+        replay = replayed_head(connection._request_event) + self._conn.trailing_data[0]
+        return TakenOverStream(
+            connection._reader, replay, connection._write, connection._stream
+        )
 
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Queue the head; it is written with the first body bytes or the end."""

@@ -94,4 +94,15 @@ class Responder(Protocol):
         ...
 
 
+def can_take_over(responder: Responder) -> bool:
+    """Whether ``responder`` can hand over the raw connection.
+
+    HTTP/1.1 responders have ``take_over()`` (see :mod:`ccag.server.upgrade`),
+    which a handler calls instead of ``start_response`` to speak another
+    protocol (a WebSocket) on the connection. HTTP/2 ones do not: RFC 8441
+    WebSockets over HTTP/2 are not served.
+    """
+    return callable(getattr(responder, "take_over", None))
+
+
 Handler = Callable[[Request, Responder], Awaitable[None]]
