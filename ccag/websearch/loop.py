@@ -338,6 +338,9 @@ class _SearchRun:
             content = await self._ask_provider(query, spec, self.choice)
 
         await self._emit(self.merger.result_events(call, content))
+        # TODO: results reach the model as plain text, so its answer carries no
+        # web_search_result_location citations; sending them as search_result
+        # blocks and mapping the citations back would give cited answers.
         tool_result: dict[str, Any] = {
             "type": "tool_result",
             "tool_use_id": call.tool_use_id,
