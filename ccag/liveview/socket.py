@@ -46,6 +46,7 @@ from ccag.liveview.spend import SpendView
 from ccag.server.types import Headers, Request, Responder, can_take_over
 
 logger = logging.getLogger("ccag.liveview")
+access_log = logging.getLogger("ccag.access")
 
 # RFC 6455 7.4.1: 1008 is "policy violation", the close code for a refusal.
 POLICY_VIOLATION = 1008
@@ -104,6 +105,10 @@ class LiveSocket:
         wall_clock: Unix time, for credential expiry.
     """
 
+    # The router hands a route with this flag the server's own responder
+    # (which can take the connection over) and leaves the access line to it.
+    logs_access = True
+
     def __init__(
         self,
         hub: LiveHub,
@@ -133,6 +138,16 @@ class LiveSocket:
 
         stream = responder.take_over()  # type: ignore[attr-defined]
         _limit_send_buffer(stream)
+        try:
+            await self._upgrade(stream, request)
+        finally:
+            access_log.info(
+                "%s GET /ui/ws 101 websocket %.1fs",
+                request.request_id,
+                trio.current_time() - request.started_at,
+            )
+
+    async def _upgrade(self, stream: Any, request: Request) -> None:
         websocket: trio_websocket.WebSocketConnection | None = None
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(HANDSHAKE_TIMEOUT_SECONDS):
