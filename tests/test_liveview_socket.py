@@ -174,8 +174,13 @@ async def test_liveview_socket_member_sees_only_their_own(tmp_path) -> None:
                 await send_traffic(running, alice, 1)
                 await send_traffic(running, bob, 1)
                 await send_traffic(running, alice, 1)
-                seen = await events(ws, 2)
-                spend = await next_of(ws, "spend")
+                seen, spend = [], None
+                while len(seen) < 2 or spend is None:
+                    message = await receive(ws)
+                    if message["type"] == "event":
+                        seen.append(message["event"])
+                    elif message["type"] == "spend":
+                        spend = message
 
     assert welcome["role"] == "member" and welcome["name"] == "alice"
     assert [event["user"] for event in seen] == ["alice", "alice"]

@@ -272,12 +272,16 @@
     tr.appendChild(status);
     tr.appendChild(cell(ms(event.ttft_ms), "num"));
     tr.appendChild(cell(ms(event.duration_ms), "num"));
-    tr.appendChild(cell(formatNumber(event.input_tokens), "num"));
-    tr.appendChild(cell(formatNumber(event.output_tokens), "num"));
+    tr.appendChild(cell(tokens(event.input_tokens), "num"));
+    tr.appendChild(cell(tokens(event.output_tokens), "num"));
     tr.appendChild(cell(event.tool_calls ? String(event.tool_calls) : "–", "num"));
     tr.appendChild(cell(money(event.cost_usd), "num"));
     tr.appendChild(cell(event.endpoint_id || event.endpoint, "muted"));
     return tr;
+  }
+
+  function tokens(value) {
+    return value < 10000 ? String(value) : formatNumber(value);
   }
 
   function money(value) {
@@ -397,7 +401,15 @@
     // The median of per-second medians and the worst per-second p99: close
     // enough for a glance, exact values are in the metrics.
     p50.sort((a, b) => a - b);
-    $("kpi-ttft").textContent = p50.length ? ms(p50[Math.floor(p50.length / 2)]) + " · " + ms(Math.max(...p99)) : "–";
+    if (p50.length) {
+      const median = p50[Math.floor(p50.length / 2)];
+      const worst = Math.max(...p99);
+      $("kpi-ttft").textContent = worst < 1000
+        ? Math.round(median) + " · " + Math.round(worst) + " ms"
+        : ms(median) + " · " + ms(worst);
+    } else {
+      $("kpi-ttft").textContent = "–";
+    }
   }
 
   // -- spend ---------------------------------------------------------------------
@@ -409,7 +421,7 @@
     const fragment = document.createDocumentFragment();
     for (const entry of report.rows) {
       const tr = document.createElement("tr");
-      tr.appendChild(cell((entry.kind === "team" ? "team " : "user ") + (entry.name || "(none)")));
+      tr.appendChild(cell(entry.name ? entry.kind + " " + entry.name : "no " + entry.kind));
       tr.appendChild(cell(money(entry.cost_usd), "num"));
       tr.appendChild(cell(entry.requests ? String(entry.requests) : "–", "num"));
       const budgetCell = document.createElement("td");
@@ -428,7 +440,7 @@
         budgetCell.appendChild(text);
       } else {
         budgetCell.className = "muted";
-        budgetCell.textContent = "no budget";
+        budgetCell.textContent = "none";
       }
       tr.appendChild(budgetCell);
       fragment.appendChild(tr);
@@ -448,7 +460,7 @@
   function start() {
     charts.rps = new LineChart($("chart-rps"));
     charts.errors = new LineChart($("chart-errors"), { percent: true });
-    charts.inflight = new LineChart($("chart-inflight"));
+    charts.inflight = new LineChart($("chart-inflight"), { integer: true });
     charts.tokens = new LineChart($("chart-tokens"));
     charts.ttft = new LineChart($("chart-ttft"));
     charts.models = new LineChart($("chart-models"));

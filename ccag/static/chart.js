@@ -76,7 +76,10 @@
           }
         }
       }
-      const top = this.options.percent ? Math.max(niceMax(maxValue), 0.05) : niceMax(maxValue);
+      let top = niceMax(maxValue);
+      if (this.options.percent) top = Math.min(1, Math.max(top, 0.05));
+      // Counts (requests in flight) read badly as 0.25 steps: at least 4.
+      if (this.options.integer) top = Math.max(top, 4);
       canvas.dataset.points = String(points);
 
       // Grid and y labels.
@@ -130,6 +133,7 @@
       let open = false;
       let firstX = null;
       let lastX = null;
+      const dots = [];
       ctx.beginPath();
       for (let index = 0; index < times.length; index++) {
         const value = one.values[index];
@@ -139,6 +143,10 @@
         }
         const x = xOf(times[index]);
         const y = yOf(value);
+        const previous = index > 0 ? one.values[index - 1] : null;
+        const next = index + 1 < times.length ? one.values[index + 1] : null;
+        // A point with no neighbour draws no line: mark it with a dot.
+        if (previous == null && next == null) dots.push([x, y]);
         if (!open) {
           ctx.moveTo(x, y);
           open = true;
@@ -149,6 +157,12 @@
         lastX = x;
       }
       ctx.stroke();
+      ctx.fillStyle = one.color;
+      for (const [x, y] of dots) {
+        ctx.beginPath();
+        ctx.arc(x, y, 2.5, 0, 2 * Math.PI);
+        ctx.fill();
+      }
 
       // A soft fill under single-series charts reads better at a glance.
       if (this.options.fill && this.series.length === 1 && firstX !== null) {
