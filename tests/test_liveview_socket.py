@@ -106,24 +106,22 @@ async def send_traffic(running: RunningGateway, key: str, count: int, **body: An
 
 async def test_liveview_socket_refuses_a_hello_without_token(tmp_path) -> None:
     with trio.fail_after(15):
-        async with open_gateway(tmp_path) as running:
-            async with open_viewer(running) as ws:
-                await ws.send_message(json.dumps({"type": "hello"}))
-                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
-                    await ws.get_message()
+        async with open_gateway(tmp_path) as running, open_viewer(running) as ws:
+            await ws.send_message(json.dumps({"type": "hello"}))
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
     assert closed.value.reason.code == 1008
     assert "token" in (closed.value.reason.reason or "")
 
 
 async def test_liveview_socket_refuses_a_wrong_token(tmp_path) -> None:
     with trio.fail_after(15):
-        async with open_gateway(tmp_path) as running:
-            async with open_viewer(running) as ws:
-                await ws.send_message(
-                    json.dumps({"type": "hello", "token": "ccag-session-" + "x" * 43})
-                )
-                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
-                    await ws.get_message()
+        async with open_gateway(tmp_path) as running, open_viewer(running) as ws:
+            await ws.send_message(
+                json.dumps({"type": "hello", "token": "ccag-session-" + "x" * 43})
+            )
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                await ws.get_message()
     assert closed.value.reason.code == 1008
     assert "session" in (closed.value.reason.reason or "")
 

@@ -38,9 +38,20 @@ class SecondRollup:
     """Counts of the events of one second."""
 
     __slots__ = (
-        "requests", "errors", "throttles", "streaming", "input_tokens",
-        "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_calls",
-        "cost_usd", "ttft", "duration", "models", "endpoints",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "duration",
+        "endpoints",
+        "errors",
+        "input_tokens",
+        "models",
+        "output_tokens",
+        "requests",
+        "streaming",
+        "throttles",
+        "tool_calls",
+        "ttft",
     )
 
     def __init__(self) -> None:

@@ -8,7 +8,8 @@ the event: names, counts, times and statuses. Pure: no trio, no clock reads.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 

@@ -183,6 +183,7 @@ class LiveHub:
     def add(self, event: LiveEvent, now: float) -> None:
         """Store ``event`` and hand it to the viewers who may see it."""
         self.advance(now)
+        self.last_seq = max(self.last_seq, event.seq)
         self.ring.append(event)
         self._count_spend(event)
 

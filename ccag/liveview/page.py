@@ -40,8 +40,10 @@ INDEX_CACHE_CONTROL = "no-cache"
 SECURITY_HEADERS = (
     (
         "content-security-policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        ),
     ),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),

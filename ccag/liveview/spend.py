@@ -134,7 +134,7 @@ class SpendView:
     ) -> list[dict[str, Any]]:
         from ccag.spend.queries import spend_by
 
-        spend = self._spend
+        spend: Any = self._spend
         day_end = day_start + SECONDS_PER_DAY
         kind = "team" if visibility.is_admin else "user"
         user = None if visibility.is_admin else visibility.user
