@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ccag.admin_client import AdminClient
 

@@ -8,9 +8,10 @@ one simulator per endpoint (its own credentials and region), a gateway whose
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import trio

@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 
 import trio
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccag.bedrock.discovery import match, models_in, profile_ids_of
 from ccag.simulator import catalog
-from tests.e2e_client import assert_error, key_headers, message_body, post_messages, request
+from tests.e2e_client import (
+    assert_error,
+    key_headers,
+    message_body,
+    post_messages,
+    request,
+)
 from tests.endpoints_fixture import SimEndpoint, open_endpoints
 
 TIMEOUT_S = 30

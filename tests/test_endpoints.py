@@ -130,38 +130,40 @@ async def test_without_endpoints_the_default_endpoint_is_the_core_settings(tmp_p
 
 async def test_admin_sees_health_adds_an_endpoint_and_routes_a_team(tmp_path) -> None:
     with trio.fail_after(TIMEOUT_S):
-        async with open_simulator(region="us-west-2", access_key="AKIDSECOND0000000001", secret_key="second") as second:
-            async with open_endpoints(tmp_path, [SimEndpoint("east", "us-east-1")]) as running:
-                admin = await as_admin(running.port)
-                running.simulators["east"].script(Fail("ThrottlingException"))
-                throttled = await post_messages(running.port, running.key, message_body())
-                listing = await admin.ok("GET", "/admin/endpoints")
+        async with (
+            open_simulator(region="us-west-2", access_key="AKIDSECOND0000000001", secret_key="second") as second,
+            open_endpoints(tmp_path, [SimEndpoint("east", "us-east-1")]) as running,
+        ):
+            admin = await as_admin(running.port)
+            running.simulators["east"].script(Fail("ThrottlingException"))
+            throttled = await post_messages(running.port, running.key, message_body())
+            listing = await admin.ok("GET", "/admin/endpoints")
 
-                added = await admin.ok("POST", "/admin/endpoints", {
-                    "id": "west",
-                    "region": "us-west-2",
-                    "url": second.url,
-                    "control_url": second.url,
-                    "credentials": {"type": "static", "access_key_id": second.access_key,
-                                    "secret_access_key": second.secret_key},
-                }, status=201)
-                routed = await admin.ok("PUT", "/admin/routing/teams/blue", {"endpoints": ["west"]})
-                key = await running.new_key("bob", team="blue")
-                reply = await post_messages(running.port, key, message_body())
-                second_calls = len(second.model_requests())
-                read_only = await admin.call("DELETE", "/admin/endpoints/east")
-                refused = await admin.call("PUT", "/admin/routing/teams/blue", {"endpoints": ["nowhere"]})
-                in_use = await admin.call("DELETE", "/admin/endpoints/west")
-                await admin.ok("DELETE", "/admin/routing/teams/blue")
-                removed = await admin.ok("DELETE", "/admin/endpoints/west")
-                remaining = running.router.endpoint_ids
+            added = await admin.ok("POST", "/admin/endpoints", {
+                "id": "west",
+                "region": "us-west-2",
+                "url": second.url,
+                "control_url": second.url,
+                "credentials": {"type": "static", "access_key_id": second.access_key,
+                                "secret_access_key": second.secret_key},
+            }, status=201)
+            routed = await admin.ok("PUT", "/admin/routing/teams/blue", {"endpoints": ["west"]})
+            key = await running.new_key("bob", team="blue")
+            reply = await post_messages(running.port, key, message_body())
+            second_calls = len(second.model_requests())
+            read_only = await admin.call("DELETE", "/admin/endpoints/east")
+            refused = await admin.call("PUT", "/admin/routing/teams/blue", {"endpoints": ["nowhere"]})
+            in_use = await admin.call("DELETE", "/admin/endpoints/west")
+            await admin.ok("DELETE", "/admin/routing/teams/blue")
+            removed = await admin.ok("DELETE", "/admin/endpoints/west")
+            remaining = running.router.endpoint_ids
 
-                verdict = {"key": "east/us.anthropic.x", "kind": "beta", "name": "b1", "seconds": 60}
-                await admin.ok("POST", "/admin/capabilities", verdict, status=201)
-                shown = await admin.ok("GET", "/admin/capabilities")
-                await admin.ok("DELETE", "/admin/capabilities?key=east/us.anthropic.x&kind=beta&name=b1")
-                after = await admin.ok("GET", "/admin/capabilities")
-                member = await post_messages(running.port, running.key, b"", target="/admin/endpoints")
+            verdict = {"key": "east/us.anthropic.x", "kind": "beta", "name": "b1", "seconds": 60}
+            await admin.ok("POST", "/admin/capabilities", verdict, status=201)
+            shown = await admin.ok("GET", "/admin/capabilities")
+            await admin.ok("DELETE", "/admin/capabilities?key=east/us.anthropic.x&kind=beta&name=b1")
+            after = await admin.ok("GET", "/admin/capabilities")
+            member = await post_messages(running.port, running.key, b"", target="/admin/endpoints")
 
     assert throttled.status == 429
     (east,) = listing["endpoints"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import trio
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccag.anthropic.observe import ResponseObserver
 from ccag.anthropic.translate import BedrockRequest

@@ -17,12 +17,17 @@ failover loop treat both kinds alike.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 
-from ccag.anthropic.errors import UpstreamApiError, error_from_error_event, truncated_stream_error
+from ccag.anthropic.errors import (
+    UpstreamApiError,
+    error_from_error_event,
+    truncated_stream_error,
+)
 from ccag.anthropic.observe import ResponseObserver
 from ccag.anthropic.stream import TranslatedChunk, dump_json
 from ccag.anthropic.translate import BedrockRequest

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import botocore.session
@@ -43,7 +43,13 @@ from ccag.bedrock.endpoints import (
 )
 from ccag.bedrock.errors import CredentialsError, UpstreamConnectError, UpstreamError
 from ccag.bedrock.mantle import MANTLE_SIGNING_NAME, MantleUpstream
-from ccag.bedrock.routing import HealthBoard, RoundRobin, by_priority, eligible, order_for
+from ccag.bedrock.routing import (
+    HealthBoard,
+    RoundRobin,
+    by_priority,
+    eligible,
+    order_for,
+)
 from ccag.bedrock.signing import AwsCredentials
 from ccag.bedrock.sts import AssumedRoleCredentials, default_sts_url
 from ccag.bedrock.upstream import Upstream

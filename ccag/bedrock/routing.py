@@ -208,10 +208,11 @@ def eligible(
         if allowed_ids and endpoint.id not in allowed_ids:
             continue
         if not allow_cross_geography and endpoint.geography != geography:
-            refused.append(
-                (endpoint.id, f"in geography {endpoint.geography!r}, not {geography!r}, "
-                 "and cross-geography routing is off")
+            reason = (
+                f"in geography {endpoint.geography!r}, not {geography!r}, "
+                "and cross-geography routing is off"
             )
+            refused.append((endpoint.id, reason))
             continue
         chosen.append(endpoint)
     return Candidates(tuple(chosen), tuple(refused))

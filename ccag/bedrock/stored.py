@@ -9,6 +9,7 @@ the hot path only touches memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -16,8 +17,15 @@ from typing import Any
 import trio
 
 from ccag.anthropic.capabilities import CapabilityMemory, Kind
-from ccag.bedrock.endpoints import EndpointSpec, TeamRoute, endpoint_document, parse_endpoint, parse_team_route
+from ccag.bedrock.endpoints import (
+    EndpointSpec,
+    TeamRoute,
+    endpoint_document,
+    parse_endpoint,
+    parse_team_route,
+)
 from ccag.errors import ConfigError
+from ccag.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +154,6 @@ class StoredCapabilities(CapabilityMemory):
             if not batch:
                 continue
             try:
-                await self._store.run(lambda c: _write_verdicts(c, batch))
-            except Exception as exc:  # the store's failure must not stop the loop
+                await self._store.run(functools.partial(_write_verdicts, verdicts=batch))
+            except StoreError as exc:
                 logger.warning("capability verdicts not stored: %s", exc)

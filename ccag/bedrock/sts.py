@@ -18,8 +18,8 @@ from __future__ import annotations
 import datetime
 import http.client
 import urllib.parse
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
+from xml.etree import ElementTree
 
 import trio
 
@@ -97,7 +97,7 @@ def parse_assume_role_response(body: bytes) -> Loaded:
 
     expiration = text("Expiration")
     try:
-        expiry = datetime.datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+        expiry = datetime.datetime.fromisoformat(expiration)
     except ValueError:
         raise CredentialsError(f"STS answered an unreadable Expiration {expiration[:40]!r}") from None
     if expiry.tzinfo is None:

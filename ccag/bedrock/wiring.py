@@ -34,6 +34,7 @@ from ccag.bedrock.facts import default_geo_prefix
 from ccag.bedrock.router import EndpointRouter
 from ccag.bedrock.stored import StoredCapabilities, load_endpoints, load_team_routes
 from ccag.errors import ConfigError
+from ccag.store import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ async def run_reload_loop(router: EndpointRouter, config: Any, store: Any) -> No
         await trio.sleep(RELOAD_SECONDS)
         try:
             await reload_from_store(router, config, store)
-        except Exception as exc:  # a store outage must not end the loop
+        except (StoreError, ConfigError) as exc:
             logger.warning("endpoint reload from the store failed: %s", exc)
 
 
@@ -155,7 +156,7 @@ async def open_capabilities(config: Any, store: Any, nursery: trio.Nursery) -> S
     memory = StoredCapabilities(config.capability_memory, store)
     try:
         await memory.load(time.time())
-    except Exception as exc:  # an unreadable store leaves the memory empty
+    except StoreError as exc:
         logger.warning("capability verdicts not loaded: %s", exc)
     nursery.start_soon(memory.run_writer)
     return memory
