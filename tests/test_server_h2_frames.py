@@ -273,9 +273,10 @@ async def test_h2_frames_streams_over_the_concurrency_limit_are_refused() -> Non
             assert code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.REFUSED_STREAM)
 
 
-async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream() -> (
-    None
-):
+async def test_h2_frames_graceful_shutdown_refuses_new_streams_then_goaway_after_the_last(
+) -> None:
+    # The GOAWAY waits for the open stream: h2-based clients (httpx) drop a
+    # stream's remaining DATA after any GOAWAY (see Http2Connection).
     shutdown = trio.Event()
     in_handler = trio.Event()
     release = trio.Event()
@@ -304,32 +305,68 @@ async def test_h2_frames_graceful_shutdown_sends_goaway_then_finishes_the_stream
                 )
                 await in_handler.wait()
                 shutdown.set()
+                await trio.sleep(0.1)
 
-                goaway = await client.next_frame()
-                while not isinstance(goaway, GoAwayFrame):
-                    assert goaway is not None
-                    goaway = await client.next_frame()
-                assert goaway.error_code == ErrorCodes.NO_ERROR
-                assert goaway.last_stream_id == 1
-
-                # A stream opened after the GOAWAY is refused.
+                # A stream opened during the drain is refused, not processed.
                 await client.send(
                     client.headers(3, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
                 )
-                refused = await client.next_frame()
-                assert isinstance(refused, RstStreamFrame) and refused.stream_id == 3
-                assert refused.error_code == ErrorCodes.REFUSED_STREAM
+                frames: list[Frame] = []
+                while True:
+                    frame = await client.next_frame()
+                    assert frame is not None
+                    frames.append(frame)
+                    if isinstance(frame, RstStreamFrame):
+                        break
+                assert not any(isinstance(f, GoAwayFrame) for f in frames)
+                assert frame.stream_id == 3
+                assert frame.error_code == ErrorCodes.REFUSED_STREAM
 
                 release.set()
                 body = b""
+                after_end: list[Frame] = []
+                ended = False
                 while True:
                     frame = await client.next_frame()
                     if frame is None:
                         break
+                    if ended:
+                        after_end.append(frame)
                     if isinstance(frame, DataFrame) and frame.stream_id == 1:
                         body += frame.data
+                        ended = ended or "END_STREAM" in frame.flags
                 assert body == b"finished"
+                # Then one GOAWAY naming stream 1 as the last processed, and a close.
+                goaways = [f for f in after_end if isinstance(f, GoAwayFrame)]
+                assert len(goaways) == 1
+                assert goaways[0].error_code == ErrorCodes.NO_ERROR
+                assert goaways[0].last_stream_id == 1
         # serve returned on its own once the stream was done.
+
+
+async def test_h2_frames_drain_of_an_idle_connection_is_goaway_and_close() -> None:
+    shutdown = trio.Event()
+
+    async def serve_until_shutdown(task_status: trio.TaskStatus[int]) -> None:
+        await serve(answer, make_config(), shutdown=shutdown, task_status=task_status)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_until_shutdown)
+            async with raw_connection(port) as client:
+                await client.send(
+                    client.headers(1, REQUEST_HEADERS, ("END_HEADERS", "END_STREAM"))
+                )
+                frame = await client.next_frame()
+                while not (frame is not None and "END_STREAM" in frame.flags):
+                    frame = await client.next_frame()
+                shutdown.set()
+                goaway = await client.next_frame()
+                while isinstance(goaway, (SettingsFrame, WindowUpdateFrame)):
+                    goaway = await client.next_frame()
+                assert isinstance(goaway, GoAwayFrame)
+                assert (goaway.error_code, goaway.last_stream_id) == (0, 1)
+                assert await client.next_frame() is None
 
 
 async def test_h2_frames_a_window_that_never_opens_ends_the_stream() -> None:

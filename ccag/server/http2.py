@@ -26,7 +26,6 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import trio
-from hyperframe.frame import GoAwayFrame
 
 from ccag.config import Config
 from ccag.errors import ApiError, ClientDisconnected, InternalError
@@ -149,15 +148,18 @@ class Http2Connection:
         self._is_broken = False
         self.is_draining = False
         self._goaway_sent = False
-        # Streams above this id arrived after our GOAWAY and are refused.
-        self._last_accepted_stream_id = 2**31 - 1
+        # The highest stream we handed to the handler: a GOAWAY names it.
+        self._last_processed_stream_id = 0
         # Bytes held until the frame after the preface shows its type.
         self._preface_head: bytes | None = b""
 
     # Connection lifecycle
 
     def start_draining(self) -> None:
-        """Send GOAWAY, let open streams finish, then close."""
+        """Refuse new streams, let open ones finish, then GOAWAY and close.
+
+        See :meth:`_send_final_goaway` for why the GOAWAY waits.
+        """
         self.is_draining = True
         self._wake_receive_loop()
 
@@ -199,9 +201,9 @@ class Http2Connection:
     async def _receive_loop(self) -> None:
         reader = self._reader
         while True:
-            if self.is_draining and not self._goaway_sent:
-                await self._send_graceful_goaway()
-            if self._goaway_sent and not self._streams:
+            if self.is_draining and not self._streams:
+                if not self._goaway_sent:
+                    await self._send_final_goaway()
                 return
 
             if not reader.has_data:
@@ -296,10 +298,11 @@ class Http2Connection:
 
     def _receive_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
-        if stream_id > self._last_accepted_stream_id:
-            # RFC 9113 6.8: streams opened after our GOAWAY are not processed.
+        if self.is_draining:
+            # Not processed, so the client may retry it elsewhere (RFC 9113 8.7).
             self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
+        self._last_processed_stream_id = stream_id
         stream = _Stream(stream_id, list(event.headers), trio.current_time())  # type: ignore[arg-type]
         self._streams[stream_id] = stream
 
@@ -355,20 +358,32 @@ class Http2Connection:
         stream.is_complete = True
         stream.completed.set()
 
-    async def _send_graceful_goaway(self) -> None:
-        """GOAWAY(NO_ERROR) naming the last stream we accept (RFC 9113 6.8).
+    async def _send_final_goaway(self) -> None:
+        """GOAWAY(NO_ERROR) naming the last stream processed, once none is open.
 
-        h2 allows no frames at all after its own ``close_connection``, but the
-        open streams still need their responses, so the frame is built here.
+        RFC 9113 6.8 suggests a GOAWAY at the start of a graceful shutdown,
+        but it is a SHOULD, and the h2 library (under httpx, httpcore and
+        the Python SDK with HTTP/2) closes its side of the connection on any
+        GOAWAY: DATA for a stream still in flight is then a protocol error
+        to it, and the response is lost. So while draining, new streams get
+        RST_STREAM(REFUSED_STREAM), which tells every client they were not
+        processed and may be retried (RFC 9113 8.7), and the GOAWAY goes out
+        only after the last open stream ended. A client therefore learns of
+        the shutdown per refused stream rather than at once; the listener is
+        already closed, so its retry on a new connection fails fast.
         """
-        self._last_accepted_stream_id = self._h2.highest_inbound_stream_id
-        frame = GoAwayFrame(
-            0, last_stream_id=self._last_accepted_stream_id, error_code=0
-        )
         self._goaway_sent = True
-        async with self._write_lock:
-            pending = self._h2.data_to_send() + frame.serialize()
-            await self._send(pending)
+        try:
+            self._h2.close_connection(
+                error_code=h2.errors.ErrorCodes.NO_ERROR,
+                last_stream_id=self._last_processed_stream_id,
+            )
+        except h2.exceptions.ProtocolError:
+            return
+        try:
+            await self.flush()
+        except ClientDisconnected:
+            pass
 
     async def _close_with(self, error_code: h2.errors.ErrorCodes) -> None:
         try:
