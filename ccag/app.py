@@ -21,6 +21,7 @@ from ccag.anthropic.models import ModelCatalog
 from ccag.api.admin import register_admin_routes
 from ccag.api.admin.spend import register_spend_routes
 from ccag.api.count_tokens import CountTokensRoute
+from ccag.api.debug import runtime_handler
 from ccag.api.health import ReadyRoute, health, root
 from ccag.api.messages import MessagesRoute
 from ccag.api.metrics import metrics_handler
@@ -206,6 +207,16 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
         )
 
     router.add("GET", "/metrics", metrics)
+
+    async def runtime(request: Any, responder: Any) -> None:
+        await runtime_handler(
+            request, responder,
+            authorize_admin=sessions.authorize_admin,
+            requests_in_flight=lambda: services.telemetry._in_flight,
+        )
+
+    # Open fds, Trio tasks, memory: what leak checks compare (ccag.api.debug).
+    router.add("GET", "/admin/debug/runtime", runtime)
 
     async def login(request: Any, responder: Any) -> None:
         await login_handler(request, responder, sessions, services.telemetry.auth_failure)
