@@ -142,6 +142,7 @@ async def run_gateway(
             environ,
             canonical_models=catalog.canonical_names(),
             endpoint_ids=upstream.endpoint_ids,
+            max_tool_names=config.metrics_max_tool_names,
         )
         nursery.start_soon(telemetry.run_otlp_export)
         spend = await start_spend_system(

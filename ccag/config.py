@@ -164,6 +164,11 @@ SETTINGS: tuple[Setting, ...] = (
     # Logging.
     Setting("log_level", str, "info", "debug, info, warning or error"),
     Setting("log_bodies", bool, False, "log request and response bodies (debug only)"),
+    Setting(
+        "metrics_max_tool_names", int, 500,
+        "distinct tool names kept as metric labels before new ones count as 'other'",
+        _positive,
+    ),
     Setting("web_search", bool, True, "run Anthropic's web_search server tool by interception (off: such requests get a 400)"),
     Setting("web_search_provider", str, "duckduckgo", "search provider: duckduckgo, tavily, serper, brave, searxng or custom"),
     Setting("web_search_url", str, None, "the provider's endpoint (default: its public one; required for searxng and custom)"),

@@ -12,6 +12,7 @@ import trio
 from ccag.app import run_gateway
 from ccag.config import load_config
 from ccag.errors import ConfigError
+from ccag.simulator import ToolUse
 from tests.e2e_client import message_body, post_messages, request
 from tests.gateway_fixture import open_gateway
 
@@ -93,3 +94,17 @@ async def test_every_route_gets_one_access_line_without_secrets(tmp_path, caplog
     assert any("POST /v1/messages 401" in line for line in lines)
     assert len(lines) == 4
     assert all(running.key not in line and "sk-ccag-wrong" not in line for line in lines)
+
+
+async def test_metrics_max_tool_names_bounds_the_tool_label(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path, settings={"metrics_max_tool_names": 2}) as running:
+            for name in ("alpha", "beta", "gamma", "delta"):
+                running.simulator.script(ToolUse(name, {"x": 1}))
+                await post_messages(running.port, running.key, message_body())
+            exposition = running.telemetry.render_prometheus()[0].decode()
+
+    tool_lines = [line for line in exposition.splitlines() if line.startswith("ccag_tool_calls_total{")]
+    tools = sorted(line.split('tool="')[1].split('"')[0] for line in tool_lines)
+    assert tools == ["alpha", "beta", "other"]
+    assert 'tool="other",type="builtin"} 2.0' in exposition
