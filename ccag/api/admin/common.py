@@ -24,7 +24,8 @@ from ccag.auth.keys import Principal, format_time
 from ccag.auth.sessions import SessionManager, not_admin
 from ccag.errors import ApiError
 from ccag.server.types import Handler, Request, Responder
-from ccag.store import Connection, Store, StoreConflict, StoreError
+from ccag.store import Connection, Store, StoreConflict, StoreError, directory
+from ccag.store.directory import UserEntry
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,35 @@ def forbidden(message: str) -> ApiError:
     return ApiError(403, message, "permission_error")
 
 
+def no_such_route(request: Request) -> ApiError:
+    return not_found(f"{request.method} {request.path[:200]} is not a route of this gateway")
+
+
+# -- store lookups ----------------------------------------------------------
+
+
+def existing_team_id(connection: Connection, name: str, now: float) -> str:
+    """The id of team ``name``, or a 400 saying to create it first."""
+    team = directory.get_team(connection, name, now)
+    if team is None:
+        raise bad_request(f"team {name!r} does not exist; create it first (POST /admin/teams)")
+    return team.id
+
+
+def refuse_removing_last_admin(connection: Connection, user: UserEntry) -> None:
+    """A 409 if ``user`` is the only admin: the gateway would have none left."""
+    if user.role == "admin" and directory.count_admins(connection) <= 1:
+        raise conflict(f"{user.name!r} is the last admin; make another admin first")
+
+
+def live_keys_conflict(kind: str, name: str, live_keys: int, whose: str) -> ApiError:
+    """The 409 for deleting a user or team that still has live keys."""
+    return conflict(
+        f"{kind} {name!r} has {live_keys} live key(s); revoke them first, "
+        f"or add ?force=true to delete the {kind} with {whose} keys"
+    )
+
+
 # -- request parts ----------------------------------------------------------
 
 
@@ -157,8 +187,26 @@ def path_id(request: Request, prefix: str) -> tuple[str, str | None]:
     rest = request.path[len(prefix):].rstrip("/")
     parts = [urllib.parse.unquote(part) for part in rest.split("/")]
     if not parts[0] or len(parts) > 2:
-        raise not_found(f"{request.method} {request.path[:200]} is not a route of this gateway")
+        raise no_such_route(request)
     return parts[0], parts[1] if len(parts) == 2 else None
+
+
+ItemRoute = Callable[[Admin, Request, str], Awaitable[Reply]]
+
+
+def item_route(
+    request: Request, prefix: str, routes: Mapping[tuple[str, str | None], ItemRoute]
+) -> tuple[ItemRoute, str]:
+    """The route for ``{prefix}{id}[/{action}]`` by method and action, and the id.
+
+    Raises:
+        ApiError: 404, no route answers that method and action.
+    """
+    name_or_id, action = path_id(request, prefix)
+    route = routes.get((request.method, action))
+    if route is None:
+        raise no_such_route(request)
+    return route, name_or_id
 
 
 def query(request: Request) -> dict[str, str]:

@@ -20,12 +20,13 @@ from ccag.api.admin.common import (
     bad_request,
     body,
     conflict,
+    existing_team_id,
     expiry_field,
     forbidden,
+    item_route,
     maybe_time,
     name_field,
     not_found,
-    path_id,
     query,
     role_field,
 )
@@ -94,11 +95,11 @@ def _user_id(connection: Connection, name: str, now: float) -> tuple[str, str | 
     return user.id, user.team
 
 
-def _team_id(connection: Connection, name: str, now: float) -> str:
-    team = directory.get_team(connection, name, now)
-    if team is None:
-        raise bad_request(f"team {name!r} does not exist; create it first (POST /admin/teams)")
-    return team.id
+def _reload(connection: Connection, key_id: str) -> KeyRecord:
+    """The key as stored now, after this transaction changed it."""
+    record = directory.get_key_by_id(connection, key_id)
+    assert record is not None, "a key changed in this transaction is missing"
+    return record
 
 
 # -- create -----------------------------------------------------------------
@@ -145,18 +146,16 @@ async def create_key(admin: Admin, request: Request) -> Reply:
         if user is not None:
             user_id, users_team = _user_id(connection, user, now)
             if not is_team_given and users_team is not None:
-                team_id = _team_id(connection, users_team, now)
+                team_id = existing_team_id(connection, users_team, now)
             elif not principal.is_admin and team not in (None, users_team):
                 raise forbidden(f"you are not in team {team!r}")
         if team is not None:
-            team_id = _team_id(connection, team, now)
+            team_id = existing_team_id(connection, team, now)
         key_id = identity.insert_key(
             connection, name=str(name), key_hash=hash_key(secret), key_prefix=key_prefix(secret),
             user_id=user_id, team_id=team_id, role=role, now=now, expires_at=expires_at,
         )
-        record = directory.get_key_by_id(connection, key_id)
-        assert record is not None
-        return record
+        return _reload(connection, key_id)
 
     try:
         record = await admin.write(insert)
@@ -197,16 +196,13 @@ async def list_keys(admin: Admin, request: Request) -> Reply:
 async def key_item(admin: Admin, request: Request) -> Reply:
     """``GET``, ``PATCH``, ``DELETE /admin/keys/{id or name}`` and
     ``POST /admin/keys/{id or name}/revoke``."""
-    name_or_id, action = path_id(request, PREFIX)
-    route = {
+    route, name_or_id = item_route(request, PREFIX, {
         ("GET", None): _show_key,
         ("HEAD", None): _show_key,
         ("PATCH", None): _update_key,
         ("DELETE", None): _revoke_key,
         ("POST", "revoke"): _revoke_key,
-    }.get((request.method, action))
-    if route is None:
-        raise not_found(f"{request.method} {request.path[:200]} is not a route of this gateway")
+    })
     return await route(admin, request, name_or_id)
 
 
@@ -254,15 +250,13 @@ async def _update_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
         if "user" in document:
             changes["user_id"] = _user_id(connection, user, now)[0] if user else None
         if "team" in document:
-            changes["team_id"] = _team_id(connection, team, now) if team else None
+            changes["team_id"] = existing_team_id(connection, team, now) if team else None
         final_user = user if "user" in document else record.user_name
         final_team = team if "team" in document else record.team_name
         if final_user is None and final_team is None:
             raise bad_request("a key needs an owner: it cannot be left with neither user nor team")
         directory.update_key(connection, record.id, changes)
-        updated = directory.get_key_by_id(connection, record.id)
-        assert updated is not None
-        return updated
+        return _reload(connection, record.id)
 
     try:
         record = await admin.write(update)
@@ -284,9 +278,7 @@ async def _revoke_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
         record = _find(connection, principal, name_or_id)
         if not identity.revoke_key(connection, record.id, now):
             raise conflict(f"key {record.name!r} was already revoked")
-        revoked = directory.get_key_by_id(connection, record.id)
-        assert revoked is not None
-        return revoked
+        return _reload(connection, record.id)
 
     record = await admin.write(revoke)
     await admin.keys_changed()

@@ -15,9 +15,10 @@ from ccag.api.admin.common import (
     body,
     conflict,
     is_true,
+    item_route,
+    live_keys_conflict,
     name_field,
     not_found,
-    path_id,
     query,
 )
 from ccag.auth.keys import format_time
@@ -76,11 +77,12 @@ async def list_teams(admin: Admin, request: Request) -> Reply:
 
 async def team_item(admin: Admin, request: Request) -> Reply:
     """``GET``, ``PATCH``, ``DELETE /admin/teams/{name or id}``."""
-    name, action = path_id(request, PREFIX)
-    route = {"GET": _show_team, "HEAD": _show_team, "PATCH": _rename_team,
-             "DELETE": _delete_team}.get(request.method)
-    if route is None or action is not None:
-        raise not_found(f"{request.method} {request.path[:200]} is not a route of this gateway")
+    route, name = item_route(request, PREFIX, {
+        ("GET", None): _show_team,
+        ("HEAD", None): _show_team,
+        ("PATCH", None): _rename_team,
+        ("DELETE", None): _delete_team,
+    })
     await admin.admin(request)
     return await route(admin, request, name)
 
@@ -119,10 +121,7 @@ async def _delete_team(admin: Admin, request: Request, name: str) -> Reply:
     def delete(connection: Connection) -> TeamEntry:
         team = _find(connection, name, now)
         if team.live_keys and not is_forced:
-            raise conflict(
-                f"team {team.name!r} has {team.live_keys} live key(s); revoke them first, "
-                "or add ?force=true to delete the team with its keys"
-            )
+            raise live_keys_conflict("team", team.name, team.live_keys, "its")
         directory.delete_team(connection, team.id)
         return team
 

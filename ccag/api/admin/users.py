@@ -19,13 +19,16 @@ from ccag.api.admin.common import (
     bad_request,
     body,
     conflict,
+    existing_team_id,
     forbidden,
     is_true,
+    item_route,
+    live_keys_conflict,
     name_field,
     not_found,
     password_field,
-    path_id,
     query,
+    refuse_removing_last_admin,
     role_field,
 )
 from ccag.auth.keys import Principal, format_time
@@ -62,13 +65,6 @@ def _find(connection: Connection, name: str, now: float) -> UserEntry:
     return user
 
 
-def _team_id(connection: Connection, name: str, now: float) -> str:
-    team = directory.get_team(connection, name, now)
-    if team is None:
-        raise bad_request(f"team {name!r} does not exist; create it first (POST /admin/teams)")
-    return team.id
-
-
 async def _password_hash(document: dict[str, Any]) -> str | None:
     password = password_field(document)
     if password is None:
@@ -88,7 +84,7 @@ async def create_user(admin: Admin, request: Request) -> Reply:
     now = admin.now()
 
     def insert(connection: Connection) -> UserEntry:
-        team_id = _team_id(connection, team, now) if team else None
+        team_id = existing_team_id(connection, team, now) if team else None
         user_id = directory.insert_user(connection, name, role, password_hash, now)
         if team_id is not None:
             directory.set_user_team(connection, user_id, team_id, now)
@@ -111,11 +107,12 @@ async def list_users(admin: Admin, request: Request) -> Reply:
 
 async def user_item(admin: Admin, request: Request) -> Reply:
     """``GET``, ``PATCH``, ``DELETE /admin/users/{name or id}``."""
-    name, action = path_id(request, PREFIX)
-    route = {"GET": _show_user, "HEAD": _show_user, "PATCH": _update_user,
-             "DELETE": _delete_user}.get(request.method)
-    if route is None or action is not None:
-        raise not_found(f"{request.method} {request.path[:200]} is not a route of this gateway")
+    route, name = item_route(request, PREFIX, {
+        ("GET", None): _show_user,
+        ("HEAD", None): _show_user,
+        ("PATCH", None): _update_user,
+        ("DELETE", None): _delete_user,
+    })
     return await route(admin, request, name)
 
 
@@ -161,15 +158,15 @@ async def _update_user(admin: Admin, request: Request, name: str) -> Reply:
         if new_name is not None:
             changes["name"] = new_name
         if role is not None:
-            if user.role == "admin" and role != "admin" and directory.count_admins(connection) <= 1:
-                raise conflict(f"{user.name!r} is the last admin; make another admin first")
+            if role != "admin":
+                refuse_removing_last_admin(connection, user)
             changes["role"] = role
         if "password" in document:
             changes["password_hash"] = password_hash
         directory.update_user(connection, user.id, changes)
         if "team" in document:
             directory.set_user_team(
-                connection, user.id, _team_id(connection, team, now) if team else None, now
+                connection, user.id, existing_team_id(connection, team, now) if team else None, now
             )
         return _find(connection, user.id, now)
 
@@ -192,13 +189,9 @@ async def _delete_user(admin: Admin, request: Request, name: str) -> Reply:
         user = _find(connection, name, now)
         if _is_self(principal, user):
             raise conflict("you cannot delete your own user")
-        if user.role == "admin" and directory.count_admins(connection) <= 1:
-            raise conflict(f"{user.name!r} is the last admin; make another admin first")
+        refuse_removing_last_admin(connection, user)
         if user.live_keys and not is_forced:
-            raise conflict(
-                f"user {user.name!r} has {user.live_keys} live key(s); revoke them first, "
-                "or add ?force=true to delete the user with their keys"
-            )
+            raise live_keys_conflict("user", user.name, user.live_keys, "their")
         directory.delete_user(connection, user.id)
         return user
 
