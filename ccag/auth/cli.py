@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from ccag.auth.keys import format_time, issue_key
+from ccag.auth.keys import format_time, issue_key, key_listing
 from ccag.config import load_config
 from ccag.errors import ConfigError
 from ccag.store import Store, StoreConflict, StoreError, open_store_sync
@@ -123,32 +123,6 @@ def _owner(user: str | None, team: str | None) -> str:
     return user if user else f"team {team}"
 
 
-def _status(record: KeyRecord, now: float) -> str:
-    if record.revoked_at is not None:
-        return "revoked"
-    if record.expires_at is not None and now >= record.expires_at:
-        return "expired"
-    return "active"
-
-
-def _listing(record: KeyRecord, now: float) -> dict[str, Any]:
-    def maybe_time(value: float | None) -> str | None:
-        return format_time(value) if value is not None else None
-
-    return {
-        "id": record.id,
-        "name": record.name,
-        "prefix": record.key_prefix,
-        "user": record.user_name,
-        "team": record.team_name,
-        "role": record.role,
-        "created_at": format_time(record.created_at),
-        "expires_at": maybe_time(record.expires_at),
-        "revoked_at": maybe_time(record.revoked_at),
-        "status": _status(record, now),
-    }
-
-
 _COLUMNS = (
     ("NAME", "name"), ("ID", "id"), ("PREFIX", "prefix"), ("OWNER", "owner"),
     ("ROLE", "role"), ("CREATED", "created_at"), ("EXPIRES", "expires_at"),
@@ -167,7 +141,7 @@ def list_command(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     now = time.time()
-    rows = [_listing(record, now) for record in records]
+    rows = [key_listing(record, now) for record in records]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 import attrs
 import trio
@@ -162,6 +162,40 @@ def _looks_like_key(text: str) -> bool:
 def format_time(timestamp: float) -> str:
     """Unix seconds as RFC 3339 UTC, for messages and listings."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def format_optional_time(timestamp: float | None) -> str | None:
+    """:func:`format_time`, passing None ("never", "not yet") through."""
+    return format_time(timestamp) if timestamp is not None else None
+
+
+KEY_STATUSES = ("active", "expired", "revoked")
+
+
+def key_status(record: KeyRecord, now: float) -> str:
+    """One of :data:`KEY_STATUSES`; a revoked key is "revoked" even once expired."""
+    if record.revoked_at is not None:
+        return "revoked"
+    if record.expires_at is not None and now >= record.expires_at:
+        return "expired"
+    return "active"
+
+
+def key_listing(record: KeyRecord, now: float) -> dict[str, Any]:
+    """A key as listings show it (``ccag keys list``, ``/admin/keys``): never
+    the key, only its first characters."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.key_prefix,
+        "user": record.user_name,
+        "team": record.team_name,
+        "role": record.role,
+        "created_at": format_time(record.created_at),
+        "expires_at": format_optional_time(record.expires_at),
+        "revoked_at": format_optional_time(record.revoked_at),
+        "status": key_status(record, now),
+    }
 
 
 @attrs.frozen

@@ -20,7 +20,7 @@ import attrs
 
 from ccag.api.responses import parse_json_body, send_error, send_json
 from ccag.auth.errors import AuthError
-from ccag.auth.keys import Principal, format_time
+from ccag.auth.keys import Principal
 from ccag.auth.sessions import SessionManager, not_admin
 from ccag.errors import ApiError
 from ccag.server.types import Handler, Request, Responder
@@ -309,7 +309,3 @@ def expiry_field(document: Mapping[str, Any], now: float) -> tuple[bool, float |
         return True, timestamp
 
     return False, None
-
-
-def maybe_time(value: float | None) -> str | None:
-    return format_time(value) if value is not None else None

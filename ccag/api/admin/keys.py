@@ -24,47 +24,33 @@ from ccag.api.admin.common import (
     expiry_field,
     forbidden,
     item_route,
-    maybe_time,
     name_field,
     not_found,
     query,
     role_field,
 )
-from ccag.auth.keys import Principal, format_time, generate_key, hash_key, key_prefix
+from ccag.auth.keys import (
+    KEY_STATUSES,
+    Principal,
+    generate_key,
+    hash_key,
+    key_listing,
+    key_prefix,
+    key_status,
+)
 from ccag.server.types import Request
 from ccag.store import Connection, StoreConflict, directory, identity
 from ccag.store.identity import KeyRecord
 
 PREFIX = "/admin/keys/"
-STATUSES = ("active", "expired", "revoked")
 _CREATE_FIELDS = ("name", "user", "team", "role", "expires_in", "expires_at")
 _UPDATE_FIELDS = ("name", "user", "team", "role", "expires_in", "expires_at")
 _MEMBER_UPDATE_FIELDS = ("name", "expires_in", "expires_at")
 
 
-def key_status(record: KeyRecord, now: float) -> str:
-    if record.revoked_at is not None:
-        return "revoked"
-    if record.expires_at is not None and now >= record.expires_at:
-        return "expired"
-    return "active"
-
-
 def key_document(record: KeyRecord, now: float) -> dict[str, Any]:
-    """A key as the API shows it: never the key, only its first characters."""
-    return {
-        "id": record.id,
-        "name": record.name,
-        "prefix": record.key_prefix,
-        "user": record.user_name,
-        "team": record.team_name,
-        "role": record.role,
-        "role_override": record.key_role,
-        "created_at": format_time(record.created_at),
-        "expires_at": maybe_time(record.expires_at),
-        "revoked_at": maybe_time(record.revoked_at),
-        "status": key_status(record, now),
-    }
+    """A key as the API shows it: the listing plus the key's own role override."""
+    return {**key_listing(record, now), "role_override": record.key_role}
 
 
 def owns(principal: Principal, record: KeyRecord) -> bool:
@@ -176,8 +162,8 @@ async def list_keys(admin: Admin, request: Request) -> Reply:
     if unknown:
         raise bad_request(f"unknown query parameter(s) {', '.join(unknown)}; use user, team, status")
     status = params.get("status")
-    if status is not None and status not in STATUSES:
-        raise bad_request(f"status: must be one of {', '.join(STATUSES)}")
+    if status is not None and status not in KEY_STATUSES:
+        raise bad_request(f"status: must be one of {', '.join(KEY_STATUSES)}")
 
     records = await admin.read(
         lambda connection: directory.list_keys(
