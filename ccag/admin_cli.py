@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -98,10 +99,17 @@ TEAM_COLUMNS = (
 )
 
 
-def _path(prefix: str, name: str) -> str:
-    from urllib.parse import quote
+def _report(args: argparse.Namespace, document: Any, message: str) -> int:
+    """The API's JSON with ``--json``, else ``message`` for a person on stderr."""
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(message, file=sys.stderr)
+    return EXIT_OK
 
-    return prefix + quote(name, safe="")
+
+def _path(prefix: str, name: str) -> str:
+    return prefix + urllib.parse.quote(name, safe="")
 
 
 # -- session ----------------------------------------------------------------
@@ -205,12 +213,8 @@ def keys_update(args: argparse.Namespace, client: AdminClient) -> int:
 
 def keys_revoke(args: argparse.Namespace, client: AdminClient) -> int:
     revoked = client.call("DELETE", _path("/admin/keys/", args.key))
-    if args.json:
-        print(json.dumps(revoked, indent=2))
-    else:
-        print(f"revoked key {revoked['name']!r} ({revoked['id']}); every gateway refuses "
-              "it from its next key refresh", file=sys.stderr)
-    return EXIT_OK
+    return _report(args, revoked, f"revoked key {revoked['name']!r} ({revoked['id']}); "
+                   "every gateway refuses it from its next key refresh")
 
 
 # -- users ------------------------------------------------------------------
@@ -266,11 +270,7 @@ def users_update(args: argparse.Namespace, client: AdminClient) -> int:
 def users_delete(args: argparse.Namespace, client: AdminClient) -> int:
     params = {"force": "true"} if args.force else None
     deleted = client.call("DELETE", _path("/admin/users/", args.user), params=params)
-    if args.json:
-        print(json.dumps(deleted, indent=2))
-    else:
-        print(f"deleted user {deleted['name']!r}", file=sys.stderr)
-    return EXIT_OK
+    return _report(args, deleted, f"deleted user {deleted['name']!r}")
 
 
 # -- teams ------------------------------------------------------------------
@@ -296,11 +296,7 @@ def teams_rename(args: argparse.Namespace, client: AdminClient) -> int:
 def teams_delete(args: argparse.Namespace, client: AdminClient) -> int:
     params = {"force": "true"} if args.force else None
     deleted = client.call("DELETE", _path("/admin/teams/", args.team), params=params)
-    if args.json:
-        print(json.dumps(deleted, indent=2))
-    else:
-        print(f"deleted team {deleted['name']!r}", file=sys.stderr)
-    return EXIT_OK
+    return _report(args, deleted, f"deleted team {deleted['name']!r}")
 
 
 # -- parser -----------------------------------------------------------------
