@@ -113,7 +113,8 @@ class RequestWindow:
             return None
         # The window holds ``limit`` or more (after a lowered limit): the
         # request fits when all but ``limit - 1`` of them have left.
-        return times[len(times) - limit] + WINDOW_SECONDS - now
+        # min(): a time admitted at ``now`` gives 60 plus a rounding error.
+        return min(WINDOW_SECONDS, times[len(times) - limit] + WINDOW_SECONDS - now)
 
     def admit(self, now: float) -> None:
         self._times.append(now)
@@ -146,7 +147,7 @@ class TokenWindow:
         for finished_at, tokens in self._entries:
             remaining -= tokens
             if remaining < limit:
-                return finished_at + WINDOW_SECONDS - now
+                return min(WINDOW_SECONDS, finished_at + WINDOW_SECONDS - now)
         return WINDOW_SECONDS  # unreachable: the total drops to 0
 
     def add(self, tokens: int, now: float) -> None:
