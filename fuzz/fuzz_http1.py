@@ -13,63 +13,15 @@ from __future__ import annotations
 
 import sys
 
-import trio
-import trio.testing
+from server_harness import exchange
 
-from ccag.config import load_config
 from ccag.server.http1 import Http1Connection
-from ccag.server.types import Request, Responder
-
-# Virtual seconds one input may take: more than every server timeout.
-VIRTUAL_DEADLINE = 10_000.0
-
-_CONFIG = load_config(flags={"port": 0}, environ={}).replace(
-    max_header_bytes=4096, max_body_bytes=4096
-)
-
-
-async def _echo(request: Request, responder: Responder) -> None:
-    await responder.start_response(200, [("content-type", "application/octet-stream")])
-    await responder.send_data(request.body)
-    await responder.end_response()
-
-
-async def _exchange(data: bytes, split: int) -> bytes:
-    client, server = trio.testing.memory_stream_pair()
-    connection = Http1Connection(server, _echo, _CONFIG)
-    received = bytearray()
-
-    async def talk() -> None:
-        try:
-            await client.send_all(data[:split])
-            await trio.sleep(0.001)
-            await client.send_all(data[split:])
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-
-    async def listen() -> None:
-        while True:
-            try:
-                chunk = await client.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-
-    with trio.fail_after(VIRTUAL_DEADLINE):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            nursery.start_soon(talk)
-            await listen()
-    await client.aclose()
-    return bytes(received)
 
 
 def check(data: bytes) -> bytes:
     """Send ``data`` (in two writes, split in the middle) and check the invariant."""
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    received = trio.run(_exchange, data, len(data) // 2, clock=clock)
+    split = len(data) // 2
+    received = exchange(Http1Connection, [data[:split], data[split:]])
     assert not received or received.startswith(b"HTTP/1.1 "), received[:80]
     return received
 

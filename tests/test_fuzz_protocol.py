@@ -5,28 +5,13 @@ atheris when installed); crashes found there become the regression examples
 below.
 """
 
-import importlib.util
-import pathlib
-import sys
 from collections.abc import Callable
-from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-FUZZ_DIR = pathlib.Path(__file__).resolve().parent.parent / "fuzz"
-
-
-def load_target(name: str) -> ModuleType:
-    if str(FUZZ_DIR) not in sys.path:
-        sys.path.insert(0, str(FUZZ_DIR))
-    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests.fuzz_targets import load_target
 
 TARGETS = {
     name: load_target(name) for name in ("fuzz_eventstream", "fuzz_sse", "fuzz_stream")

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import h2.settings
 from hyperframe.frame import (
     DataFrame,
@@ -18,19 +13,7 @@ from hyperframe.frame import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
-
-
-def load_target(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        f"ccag_fuzz_{name}", FUZZ_DIR / f"{name}.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
+from tests.fuzz_targets import load_target
 
 fuzz_http1 = load_target("fuzz_http1")
 fuzz_http2 = load_target("fuzz_http2")

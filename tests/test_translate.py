@@ -6,7 +6,6 @@ import copy
 import difflib
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,10 @@ from ccag.anthropic.models import ModelCatalog, ResolvedModel
 from ccag.anthropic.translate import translate_messages
 from ccag.bedrock.facts import shipped_models
 from ccag.errors import ApiError
+from tests.fuzz_targets import load_target
 from tests.golden_translate import run_case
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fuzz"))
-import fuzz_translate  # noqa: E402
+fuzz_translate = load_target("fuzz_translate")
 
 GOLDEN = Path(__file__).parent / "golden" / "translate"
 CLIENTS = Path("/work/shared/clients")
