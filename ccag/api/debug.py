@@ -9,6 +9,7 @@ a high rate.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 import os
@@ -27,18 +28,22 @@ _FD_DIRECTORY = "/proc/self/fd"
 _STATM = "/proc/self/statm"
 
 
-def count_tasks() -> int:
+# How many task names the reading lists: enough to see what grew.
+TOP_TASK_NAMES = 10
+
+
+def live_tasks() -> list[trio.lowlevel.Task]:
     """Every live task of the current Trio run, the root task included."""
-    count = 0
+    tasks = []
     pending = [trio.lowlevel.current_root_task()]
     while pending:
         task = pending.pop()
         if task is None:
             continue
-        count += 1
+        tasks.append(task)
         for nursery in task.child_nurseries:
             pending.extend(nursery.child_tasks)
-    return count
+    return tasks
 
 
 def count_open_fds() -> int | None:
@@ -61,8 +66,11 @@ def resident_bytes() -> int | None:
 
 def runtime_snapshot(requests_in_flight: int | None = None) -> dict[str, Any]:
     """The numbers the route answers with."""
+    tasks = live_tasks()
+    names = collections.Counter(task.name for task in tasks)
     return {
-        "tasks": count_tasks(),
+        "tasks": len(tasks),
+        "top_task_names": dict(names.most_common(TOP_TASK_NAMES)),
         "open_fds": count_open_fds(),
         "rss_bytes": resident_bytes(),
         "requests_in_flight": requests_in_flight,
