@@ -64,6 +64,18 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # (per thousand, or cents).
 MAX_PRICE_PER_MILLION = 100_000.0
 
+# The fields of a price override, in the order price_store.Price takes them.
+PRICE_FIELDS = ("input", "output", "cache_read", "cache_write")
+
+# A budget names a user or team; this bounds what the name adds to the store,
+# logs and webhook bodies (directory names are far shorter).
+MAX_BUDGET_NAME_CHARS = 200
+
+# Alert thresholds: a handful is all anyone reads, and each is a fraction of
+# the limit; beyond ten times the limit an alert is a unit mistake.
+MAX_THRESHOLDS = 10
+MAX_THRESHOLD_FRACTION = 10.0
+
 BUDGET_FIELDS = (
     "scope",
     "name",
@@ -127,8 +139,9 @@ def _choice(document: Mapping[str, Any], field: str, choices: tuple[str, ...]) -
 
 
 class SpendRoutes:
-    def __init__(self, admin: Admin, spend: SpendSystem) -> None:
-        self.admin = admin
+    """The spend, budget, limit and pricing routes over one :class:`SpendSystem`."""
+
+    def __init__(self, spend: SpendSystem) -> None:
         self.spend = spend
 
     async def _changed(self) -> None:
@@ -206,11 +219,9 @@ class SpendRoutes:
         start, end = budget_store.period_bounds(budget.period, now)
         return budget_store.BudgetStatus(budget, 0.0, start, end).document()
 
-    async def create_budget(self, admin: Admin, request: Request) -> Reply:
-        """``POST /admin/budgets``."""
-        await admin.admin(request)
-        document = body(request, BUDGET_FIELDS)
-        budget = _budget_from(document, "budget_" + secrets.token_hex(8))
+    async def _save_budget(self, admin: Admin, budget: Budget) -> None:
+        """Store a new or changed budget (409 if it would repeat another's
+        scope, name and period) and apply it here at once."""
         now = admin.now()
         try:
             await admin.write(lambda c: budget_store.save_budget(c, budget, now))
@@ -219,6 +230,13 @@ class SpendRoutes:
                 f"a {budget.period} budget for {budget.scope} {budget.name!r} exists"
             ) from None
         await self._changed()
+
+    async def create_budget(self, admin: Admin, request: Request) -> Reply:
+        """``POST /admin/budgets``."""
+        await admin.admin(request)
+        document = body(request, BUDGET_FIELDS)
+        budget = _budget_from(document, "budget_" + secrets.token_hex(8))
+        await self._save_budget(admin, budget)
         return Reply(201, self._status(budget, self.spend.clock()))
 
     async def budget_item(self, admin: Admin, request: Request) -> Reply:
@@ -239,14 +257,7 @@ class SpendRoutes:
         changes = body(request, BUDGET_FIELDS)
         merged = {**found.document(), **changes}
         budget = _budget_from(merged, budget_id)
-        now = admin.now()
-        try:
-            await admin.write(lambda c: budget_store.save_budget(c, budget, now))
-        except StoreConflict:
-            raise conflict(
-                f"a {budget.period} budget for {budget.scope} {budget.name!r} exists"
-            ) from None
-        await self._changed()
+        await self._save_budget(admin, budget)
         return Reply(200, self._status(budget, self.spend.clock()))
 
     # -- rate limits ----------------------------------------------------------
@@ -327,11 +338,11 @@ class SpendRoutes:
                 raise not_found(f"no price override for {model[:80]!r}")
             await self._changed()
             return Reply(200, {"deleted": model})
-        document = body(request, ("input", "output", "cache_read", "cache_write"))
+        document = body(request, PRICE_FIELDS)
         price = price_store.Price(
             *(
                 _number(document, field, required=True, maximum=MAX_PRICE_PER_MILLION)
-                for field in ("input", "output", "cache_read", "cache_write")
+                for field in PRICE_FIELDS
             )
         )
         now = admin.now()
@@ -351,7 +362,7 @@ def _own_spend(principal: Principal) -> dict[str, str | None]:
 def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
     scope = _choice(document, "scope", budget_store.SCOPES)
     name = document.get("name")
-    if not isinstance(name, str) or not name or len(name) > 200:
+    if not isinstance(name, str) or not name or len(name) > MAX_BUDGET_NAME_CHARS:
         raise bad_request("name: the user's or team's name is required")
     period = _choice(document, "period", budget_store.PERIODS)
     policy = _choice(document, "policy", budget_store.POLICIES)
@@ -362,14 +373,17 @@ def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
     if (
         not isinstance(thresholds, list)
         or not thresholds
-        or len(thresholds) > 10
+        or len(thresholds) > MAX_THRESHOLDS
         or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10
+            isinstance(t, (int, float))
+            and not isinstance(t, bool)
+            and 0 < t <= MAX_THRESHOLD_FRACTION
             for t in thresholds
         )
     ):
         raise bad_request(
-            "thresholds: a list of up to 10 fractions of the limit, such as [0.8, 1.0]"
+            f"thresholds: a list of up to {MAX_THRESHOLDS} fractions of the limit,"
+            " such as [0.8, 1.0]"
         )
     throttle_rpm = _number(document, "throttle_rpm", integer=True)
     throttle_at = _number(document, "throttle_at")
@@ -400,7 +414,7 @@ def register_spend_routes(
 ) -> None:
     """Add the spend, budget, limit and pricing routes to ``router``."""
     admin = Admin(services, sessions, store)
-    routes = SpendRoutes(admin, services.spend)
+    routes = SpendRoutes(services.spend)
 
     router.add("GET", "/admin/spend", as_handler(admin, routes.report))
     router.add("GET", "/admin/budgets", as_handler(admin, routes.list_budgets))
