@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +17,9 @@ from ccag.auth.sessions import (
 )
 from ccag.config import load_config
 from ccag.errors import ConfigError
-from ccag.store import Store, open_store_sync
+from ccag.store import Store
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[Store]:
-    with open_store_sync(os.path.join(str(tmp_path), "ccag.sqlite3")) as opened:
-        yield opened
 
 
 def _config(**values: Any) -> Any:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from typing import Any, Iterator
+from typing import Any
 
 import h11
 import pytest
@@ -21,7 +20,7 @@ from ccag.auth.sessions import (
 from ccag.config import load_config
 from ccag.server import serve
 from ccag.server.types import Headers, Request
-from ccag.store import Store, open_store_sync
+from ccag.store import Store
 
 PASSWORD = "s3cret-admin-password"
 
@@ -63,12 +62,6 @@ def _request(body: bytes, client: str = "127.0.0.1") -> Request:
 
 def _login_body(username: str = "admin", password: str = PASSWORD) -> bytes:
     return json.dumps({"username": username, "password": password}).encode()
-
-
-@pytest.fixture
-def store(tmp_path: Any) -> Iterator[Store]:
-    with open_store_sync(os.path.join(str(tmp_path), "ccag.sqlite3")) as opened:
-        yield opened
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -27,17 +26,6 @@ from ccag.store import Store, open_store_sync
 NOW = 1_700_000_000.0
 TTL = 3600.0
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def store_path(tmp_path: Any) -> str:
-    return os.path.join(str(tmp_path), "ccag.sqlite3")
-
-
-@pytest.fixture
-def store(store_path: str) -> Iterator[Store]:
-    with open_store_sync(store_path) as opened:
-        yield opened
 
 
 def _config(**values: Any) -> Any:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 import pytest
 import trio
@@ -28,17 +27,6 @@ from ccag.store.identity import find_keys, revoke_key
 
 T = TypeVar("T")
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def store_path(tmp_path: Any) -> str:
-    return os.path.join(str(tmp_path), "ccag.sqlite3")
-
-
-@pytest.fixture
-def store(store_path: str) -> Iterator[Store]:
-    with open_store_sync(store_path) as opened:
-        yield opened
 
 
 def _issue(store: Store, name: str, **options: Any) -> str:
