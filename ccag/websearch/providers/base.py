@@ -9,6 +9,7 @@ answer into hits or raises :class:`SearchFailed`. The shell
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,6 +120,48 @@ def is_web_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def hits_from_results(
+    results: object,
+    *,
+    url_field: str = "url",
+    snippet_field: str,
+    page_age_fields: tuple[str, ...],
+    clean: Callable[[str], str] = _unchanged,
+) -> list[SearchHit]:
+    """The hits in a provider's result list.
+
+    Items that are not JSON objects or have no http(s) URL are skipped; a
+    missing title shows the URL. ``results`` that is not a list gives none.
+
+    Args:
+        results: the list from the provider's answer, as parsed.
+        url_field: the field holding the result's URL.
+        snippet_field: the field holding its text snippet.
+        page_age_fields: the fields holding its age or date, first found wins.
+        clean: applied to title and snippet (Brave marks matches up in HTML).
+    """
+    hits: list[SearchHit] = []
+    for item in results if isinstance(results, list) else []:
+        if not isinstance(item, dict):
+            continue
+        url = text_field(item, url_field)
+        if url is None or not is_web_url(url):
+            continue
+        hits.append(
+            SearchHit(
+                url=url,
+                title=clean(text_field(item, "title") or url),
+                snippet=clean(text_field(item, snippet_field) or ""),
+                page_age=text_field(item, *page_age_fields),
+            )
+        )
+    return hits
 
 
 def site_operators(query: SearchQuery) -> str:

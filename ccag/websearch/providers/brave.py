@@ -17,10 +17,9 @@ from ccag.websearch.providers.base import (
     SearchHit,
     SearchQuery,
     check_status,
-    is_web_url,
+    hits_from_results,
     parse_json_object,
     site_operators,
-    text_field,
 )
 
 NAME = "brave"
@@ -31,6 +30,11 @@ NEEDS_KEY = True
 MAX_COUNT = 20
 
 _TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+
+
+def _strip_tags(text: str) -> str:
+    """Brave marks the query's words up with HTML tags; keep only the text."""
+    return _TAG.sub("", text)
 
 
 def build_request(
@@ -55,19 +59,9 @@ def parse_response(status: int, body: bytes) -> list[SearchHit]:
     check_status(status, "Brave")
     web = parse_json_object(body, "Brave").get("web")
     results = web.get("results") if isinstance(web, dict) else None
-    hits: list[SearchHit] = []
-    for item in results if isinstance(results, list) else []:
-        if not isinstance(item, dict):
-            continue
-        url = text_field(item, "url")
-        if url is None or not is_web_url(url):
-            continue
-        hits.append(
-            SearchHit(
-                url=url,
-                title=_TAG.sub("", text_field(item, "title") or url),
-                snippet=_TAG.sub("", text_field(item, "description") or ""),
-                page_age=text_field(item, "age", "page_age"),
-            )
-        )
-    return hits
+    return hits_from_results(
+        results,
+        snippet_field="description",
+        page_age_fields=("age", "page_age"),
+        clean=_strip_tags,
+    )

@@ -28,10 +28,9 @@ from ccag.websearch.providers.base import (
     SearchHit,
     SearchQuery,
     check_status,
-    is_web_url,
+    hits_from_results,
     json_body,
     parse_json_object,
-    text_field,
 )
 
 NAME = "custom"
@@ -69,19 +68,6 @@ def build_request(
 def parse_response(status: int, body: bytes) -> list[SearchHit]:
     check_status(status, "the search service")
     results = parse_json_object(body, "the search service").get("results")
-    hits: list[SearchHit] = []
-    for item in results if isinstance(results, list) else []:
-        if not isinstance(item, dict):
-            continue
-        url = text_field(item, "url")
-        if url is None or not is_web_url(url):
-            continue
-        hits.append(
-            SearchHit(
-                url=url,
-                title=text_field(item, "title") or url,
-                snippet=text_field(item, "snippet") or "",
-                page_age=text_field(item, "page_age"),
-            )
-        )
-    return hits
+    return hits_from_results(
+        results, snippet_field="snippet", page_age_fields=("page_age",)
+    )

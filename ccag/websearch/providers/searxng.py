@@ -14,10 +14,9 @@ from ccag.websearch.providers.base import (
     SearchHit,
     SearchQuery,
     check_status,
-    is_web_url,
+    hits_from_results,
     parse_json_object,
     site_operators,
-    text_field,
 )
 
 NAME = "searxng"
@@ -41,19 +40,6 @@ def build_request(
 def parse_response(status: int, body: bytes) -> list[SearchHit]:
     check_status(status, "SearXNG")
     results = parse_json_object(body, "SearXNG").get("results")
-    hits: list[SearchHit] = []
-    for item in results if isinstance(results, list) else []:
-        if not isinstance(item, dict):
-            continue
-        url = text_field(item, "url")
-        if url is None or not is_web_url(url):
-            continue
-        hits.append(
-            SearchHit(
-                url=url,
-                title=text_field(item, "title") or url,
-                snippet=text_field(item, "content") or "",
-                page_age=text_field(item, "publishedDate"),
-            )
-        )
-    return hits
+    return hits_from_results(
+        results, snippet_field="content", page_age_fields=("publishedDate",)
+    )

@@ -15,11 +15,10 @@ from ccag.websearch.providers.base import (
     SearchHit,
     SearchQuery,
     check_status,
-    is_web_url,
+    hits_from_results,
     json_body,
     parse_json_object,
     site_operators,
-    text_field,
 )
 
 NAME = "serper"
@@ -55,19 +54,6 @@ def build_request(
 def parse_response(status: int, body: bytes) -> list[SearchHit]:
     check_status(status, "Serper")
     organic = parse_json_object(body, "Serper").get("organic")
-    hits: list[SearchHit] = []
-    for item in organic if isinstance(organic, list) else []:
-        if not isinstance(item, dict):
-            continue
-        url = text_field(item, "link")
-        if url is None or not is_web_url(url):
-            continue
-        hits.append(
-            SearchHit(
-                url=url,
-                title=text_field(item, "title") or url,
-                snippet=text_field(item, "snippet") or "",
-                page_age=text_field(item, "date"),
-            )
-        )
-    return hits
+    return hits_from_results(
+        organic, url_field="link", snippet_field="snippet", page_age_fields=("date",)
+    )
