@@ -19,8 +19,7 @@ import pytest
 import trio
 
 from tests.claude_code import install_claude_code, run_claude
-from tests.gateway_fixture import open_gateway
-from tests.websearch_fakes import RESULTS, open_fake_provider, search_settings_for
+from tests.websearch_fakes import RESULTS, open_search_gateway
 
 SESSION_TIMEOUT_SECONDS = 120
 
@@ -47,10 +46,7 @@ async def test_claude_code_web_search_through_ccag(
         'Search the web for trio. [sim:tool WebSearch {"query":"trio python async"}]'
     )
     with trio.fail_after(SESSION_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             run = await run_claude(
                 claude,
                 prompt,

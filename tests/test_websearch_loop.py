@@ -33,8 +33,7 @@ from tests.gateway_fixture import RunningGateway, open_gateway
 from tests.websearch_fakes import (
     RESULTS,
     Answer,
-    open_fake_provider,
-    search_settings_for,
+    open_search_gateway,
 )
 
 T = TypeVar("T")
@@ -141,10 +140,7 @@ def web_searches_counted(running: RunningGateway) -> int:
 
 async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             status, raw = await post(
                 running, search_body("trio python [sim:search 1]", stream=True)
             )
@@ -218,10 +214,7 @@ async def test_stream_one_search_blocks_in_order(tmp_path: Path) -> None:
 
 async def test_stream_two_searches_usage_adds_up(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             status, raw = await post(
                 running, search_body("trio python [sim:search 2]", stream=True)
             )
@@ -258,10 +251,7 @@ async def test_stream_two_searches_usage_adds_up(tmp_path: Path) -> None:
 
 async def test_stream_no_search_is_plain_answer(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             status, raw = await post(
                 running, search_body("hello [sim:search 0]", stream=True)
             )
@@ -289,10 +279,7 @@ async def test_stream_no_search_is_plain_answer(tmp_path: Path) -> None:
 
 async def test_sdk_message_has_typed_search_blocks(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (_provider, running):
             client = sdk(running)
             message = await in_thread(
                 lambda: client.messages.create(
@@ -335,10 +322,7 @@ async def test_sdk_message_has_typed_search_blocks(tmp_path: Path) -> None:
 
 async def test_sdk_stream_accumulates_same_message(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (_provider, running):
             client = sdk(running)
 
             def stream_it() -> Any:
@@ -375,10 +359,7 @@ async def test_sdk_stream_accumulates_same_message(tmp_path: Path) -> None:
 
 async def test_max_uses_exceeded_is_an_error_block(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             client = sdk(running)
             message = await in_thread(
                 lambda: client.messages.create(
@@ -431,11 +412,9 @@ async def test_provider_failure_is_an_error_block(
     tmp_path: Path, answer: Answer, error_code: str
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(
-                tmp_path, settings=search_settings_for(provider, web_search_timeout=0.5)
-            ) as running,
+        async with open_search_gateway(tmp_path, web_search_timeout=0.5) as (
+            provider,
+            running,
         ):
             provider.answer = answer
             status, raw = await post(
@@ -478,14 +457,11 @@ async def test_disabled_interception_is_a_400_naming_tool_and_setting(
 
 async def test_owner_mapping_turns_search_off_for_a_user(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(
-                tmp_path,
-                settings=search_settings_for(
-                    provider, web_search_by_owner="user:intern=off"
-                ),
-            ) as running,
+        async with open_search_gateway(
+            tmp_path, web_search_by_owner="user:intern=off"
+        ) as (
+            _provider,
+            running,
         ):
             running.key = await running.new_key("intern")
             status, raw = await post(
@@ -504,10 +480,7 @@ async def test_domain_filters_reach_provider_and_are_applied(tmp_path: Path) -> 
         "user_location": {"type": "approximate", "country": "US"},
     }
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             status, raw = await post(
                 running, search_body("trio [sim:search 1]", stream=False, tool=tool)
             )
@@ -522,10 +495,7 @@ async def test_domain_filters_reach_provider_and_are_applied(tmp_path: Path) -> 
 
 async def test_client_tool_call_ends_the_loop(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             running.simulator.script(
                 ToolUse(name="get_weather", input={"city": "Paris"})
             )
@@ -594,10 +564,7 @@ async def test_history_with_search_blocks_is_converted(tmp_path: Path) -> None:
         {"role": "user", "content": "thanks [sim:search 0]"},
     ]
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (_provider, running):
             body = search_body("x", stream=False)
             body["messages"] = history
             status, _ = await post(running, body)
@@ -640,10 +607,7 @@ async def test_upstream_failure_after_search_ends_stream_with_error(
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (_provider, running):
             running.simulator.script(
                 ToolUse(name="web_search", input={"query": "trio"}),
                 Fail("ThrottlingException"),
@@ -665,10 +629,7 @@ async def test_upstream_failure_after_search_ends_stream_with_error(
 
 async def test_every_model_call_is_a_spend_record(tmp_path: Path) -> None:
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (_provider, running):
             status, raw = await post(
                 running, search_body("trio [sim:search 2]", stream=True)
             )
@@ -690,10 +651,7 @@ async def test_stream_sends_the_search_call_before_the_search_finishes(
 ) -> None:
     search_delay = 1.0
     with trio.fail_after(TEST_TIMEOUT_SECONDS):
-        async with (
-            open_fake_provider() as provider,
-            open_gateway(tmp_path, settings=search_settings_for(provider)) as running,
-        ):
+        async with open_search_gateway(tmp_path) as (provider, running):
             provider.answer = Answer(delay=search_delay)
             payload = json.dumps(
                 search_body("trio [sim:search 1]", stream=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -19,6 +20,7 @@ import trio
 from ccag.config import load_config
 from ccag.server import serve
 from ccag.server.types import Request, Responder
+from tests.gateway_fixture import RunningGateway, open_gateway
 
 RESULTS = [
     {
@@ -92,3 +94,18 @@ async def open_fake_provider() -> AsyncIterator[FakeProvider]:
 def search_settings_for(provider: FakeProvider, **extra: Any) -> dict[str, Any]:
     """Gateway settings that send searches to the fake, as the custom provider."""
     return {"web_search_provider": "custom", "web_search_url": provider.url, **extra}
+
+
+@asynccontextmanager
+async def open_search_gateway(
+    tmp_path: Path, **settings: Any
+) -> AsyncIterator[tuple[FakeProvider, RunningGateway]]:
+    """A fake provider and a gateway sending its searches there, with
+    ``settings`` added to :func:`search_settings_for`'s."""
+    async with (
+        open_fake_provider() as provider,
+        open_gateway(
+            tmp_path, settings=search_settings_for(provider, **settings)
+        ) as running,
+    ):
+        yield provider, running
