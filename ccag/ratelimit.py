@@ -238,8 +238,8 @@ class RateLimiter:
             limits = self.limits_for("team", team)
             if limits != UNLIMITED:
                 checks.append((("team", team), ("team", team), limits))
-        for window_id, (subject, rpm) in (extra_rpm or {}).items():
-            checks.append((("extra", window_id), ("", subject), Limits(rpm=rpm)))
+        for window_id, (extra_subject, rpm) in (extra_rpm or {}).items():
+            checks.append((("extra", window_id), ("", extra_subject), Limits(rpm=rpm)))
         if not checks:
             return None
 

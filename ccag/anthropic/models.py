@@ -13,7 +13,8 @@ Their canonical name is the known model they contain, else ``"other"``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 

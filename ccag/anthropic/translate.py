@@ -279,7 +279,6 @@ class _Translation:
 
     def _drop(self, path: str) -> None:
         self.fields_dropped.append(path)
-        return None
 
     def _translate_thinking(self, value: Any, body: dict[str, Any]) -> Any:
         accepted = self.facts.thinking

@@ -13,7 +13,8 @@ import hashlib
 import logging
 import secrets
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -28,7 +29,13 @@ from ccag.auth.errors import (
 )
 from ccag.server.types import Headers
 from ccag.store import Connection, Store, StoreError
-from ccag.store.identity import KeyRecord, ensure_team, ensure_user, insert_key, load_keys
+from ccag.store.identity import (
+    KeyRecord,
+    ensure_team,
+    ensure_user,
+    insert_key,
+    load_keys,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ def mask_key(key: str) -> str:
 
     Anything too short to mask safely shows only its length.
     """
-    random_part = key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
+    random_part = key.removeprefix(KEY_PREFIX)
     if len(random_part) < 4 * SHOWN_CHARS:
         return f"<{len(key)} chars>"
     head = key[: len(key) - len(random_part) + SHOWN_CHARS]
@@ -211,7 +218,7 @@ class KeyInfo:
     revoked: bool
 
     @classmethod
-    def from_record(cls, record: KeyRecord) -> "KeyInfo":
+    def from_record(cls, record: KeyRecord) -> KeyInfo:
         return cls(
             id=record.id,
             name=record.name,
@@ -244,7 +251,7 @@ class Principal:
         return self.role == "admin"
 
     @classmethod
-    def from_key(cls, info: KeyInfo) -> "Principal":
+    def from_key(cls, info: KeyInfo) -> Principal:
         return cls(info.id, info.name, info.user, info.team, info.role)
 
 

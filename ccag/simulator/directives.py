@@ -138,10 +138,10 @@ def _search_scenario(body: dict[str, Any]) -> Scenario | None:
     prompt_at = None
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
-        if isinstance(message, dict) and message.get("role") == "user":
-            if _text_of(message.get("content")).strip():
-                prompt_at = index
-                break
+        is_user = isinstance(message, dict) and message.get("role") == "user"
+        if is_user and _text_of(message.get("content")).strip():
+            prompt_at = index
+            break
     if prompt_at is None:
         return None
     prompt = _text_of(messages[prompt_at].get("content"))

@@ -490,7 +490,8 @@ class BedrockSimulator:
         if isinstance(data, list):
             data = {"scenarios": data}
         if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
-            raise ValueError('expected a list of scenarios or {"scenarios": [...], "model": ..., "kind": ...}')
+            # A wrongly shaped JSON document is a bad value to callers, not a type bug.
+            raise ValueError('expected a list of scenarios or {"scenarios": [...], "model": ..., "kind": ...}')  # noqa: TRY004
         scenarios = [scenario_from_json(item) for item in data["scenarios"]]
         model, kind = data.get("model"), data.get("kind")
         if model is not None and not isinstance(model, str):

@@ -199,7 +199,8 @@ def scenario_from_json(data: Any) -> Scenario:
         ValueError: the type or a field is unknown or has the wrong shape.
     """
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ValueError("a scenario is an object with a string 'type'")
+        # A wrongly shaped JSON document is a bad value (as documented), not a type bug.
+        raise ValueError("a scenario is an object with a string 'type'")  # noqa: TRY004
     cls = SCENARIO_TYPES.get(data["type"])
     if cls is None:
         raise ValueError(f"unknown scenario type {data['type']!r}; one of {sorted(SCENARIO_TYPES)}")

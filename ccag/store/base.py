@@ -22,7 +22,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Self, TypeVar
 
 import trio
 
@@ -164,7 +165,7 @@ class Store:
                 connection, self._connection = self._connection, None
                 connection.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

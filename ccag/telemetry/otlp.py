@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 import attrs
@@ -81,7 +81,7 @@ class OtlpSettings:
         return min(EXPORT_TIMEOUT_S, self.interval_s)
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> "OtlpSettings | None":
+    def from_environ(cls, environ: Mapping[str, str]) -> OtlpSettings | None:
         """The settings, or ``None`` when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is unset.
 
         Raises:
@@ -213,7 +213,7 @@ class OtlpPusher:
             error = None
             if result is not MetricExportResult.SUCCESS:
                 error = "the collector refused it or could not be reached"
-        except Exception as exc:  # the exporter is foreign code; no failure may escape
+        except Exception as exc:  # noqa: BLE001 - foreign exporter code; no failure may escape
             error = f"{type(exc).__name__}: {exc}"
 
         if error is not None and not self.is_failing:

@@ -14,7 +14,7 @@ minor version.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -74,7 +74,7 @@ class SnapshotCollector:
 
 
 def _cumulative_buckets(value: HistogramValue) -> list[tuple[str, float]]:
-    buckets = []
+    buckets: list[tuple[str, float]] = []
     running = 0
     for label, count in zip(_BUCKET_LABELS, value.bucket_counts):
         running += count

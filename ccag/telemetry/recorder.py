@@ -16,7 +16,7 @@ data model and OTLP exporter (see :mod:`ccag.telemetry.otlp`).
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Iterable, Union
+from collections.abc import Iterable
 
 import attrs
 
@@ -48,14 +48,14 @@ class HistogramValue:
         return sum(self.bucket_counts)
 
 
-SeriesValue = Union[int, float, HistogramValue]
+SeriesValue = int | float | HistogramValue
 Snapshot = list[tuple[Instrument, list[tuple[Labels, SeriesValue]]]]
 
 
 class HistogramCell:
     """One histogram series with the :data:`DURATION_BUCKETS_MS` bounds."""
 
-    __slots__ = ("buckets", "sum", "min", "max")
+    __slots__ = ("buckets", "max", "min", "sum")
 
     def __init__(self) -> None:
         self.buckets = [0] * (len(ins.DURATION_BUCKETS_MS) + 1)
@@ -68,17 +68,15 @@ class HistogramCell:
         # matching Prometheus ``le`` and OTLP's upper-inclusive buckets.
         self.buckets[bisect_left(ins.DURATION_BUCKETS_MS, value)] += 1
         self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
 
     def value(self) -> HistogramValue:
         return HistogramValue(tuple(self.buckets), self.sum, self.min, self.max)
 
 
 class _RequestCell:
-    __slots__ = ("labels", "count", "duration")
+    __slots__ = ("count", "duration", "labels")
 
     def __init__(self, labels: Labels) -> None:
         self.labels = labels
@@ -87,7 +85,7 @@ class _RequestCell:
 
 
 class _TokenCell:
-    __slots__ = ("input", "output", "cache_read", "cache_write")
+    __slots__ = ("cache_read", "cache_write", "input", "output")
 
     def __init__(self) -> None:
         self.input = 0
