@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import trio
@@ -30,10 +30,10 @@ SeriesKey = tuple[str, frozenset[tuple[str, str]]]
 
 
 class _Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def __init__(self, receiver: "OtlpReceiver") -> None:
+    def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC's name)
+    def Export(self, request: Any, context: Any) -> Any:
         metadata = tuple((item.key, item.value) for item in context.invocation_metadata())
         with self._receiver.lock:
             self._receiver.requests.append(request)
@@ -62,7 +62,7 @@ class OtlpReceiver:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "OtlpReceiver":
+    def __enter__(self) -> Self:
         self._server.start()
         return self
 

@@ -26,9 +26,10 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 import trio

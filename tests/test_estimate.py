@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ccag.anthropic.estimate import IMAGE_TOKENS, TOOLS_PREAMBLE_TOKENS, estimate_input_tokens
+from ccag.anthropic.estimate import (
+    IMAGE_TOKENS,
+    TOOLS_PREAMBLE_TOKENS,
+    estimate_input_tokens,
+)
 
 
 def test_estimate_scales_with_text() -> None:

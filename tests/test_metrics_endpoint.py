@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -133,26 +133,28 @@ async def test_metrics_endpoint_scraped_by_prometheus_reads_back_exactly() -> No
     request = 'model="claude-sonnet-4-5",streaming="true",status="200"'
 
     with trio.fail_after(60):
-        async with serving_metrics(telemetry) as port:
-            async with running_prometheus(f"127.0.0.1:{port}", token=ADMIN_TOKEN) as prometheus:
-                await prometheus.wait_for_value('up{job="ccag"}', "1", timeout=30)
-                await prometheus.wait_for_value(f"ccag_requests_total{{{request}}}", "3")
-                await prometheus.wait_for_value(f"ccag_request_duration_ms_sum{{{request}}}", "2101.5")
-                await prometheus.wait_for_value(f'ccag_request_duration_ms_bucket{{{request},le="1000.0"}}', "2")
-                await prometheus.wait_for_value(f'ccag_request_duration_ms_bucket{{{request},le="+Inf"}}', "3")
-                await prometheus.wait_for_value('ccag_request_ttft_ms_bucket{le="50.0"}', "3")
-                await prometheus.wait_for_value("ccag_requests_in_flight", "1")
-                await prometheus.wait_for_value('ccag_tokens_input_total{model="claude-sonnet-4-5"}', "3000")
-                await prometheus.wait_for_value('ccag_tokens_cache_read_total{model="claude-sonnet-4-5"}', "21000")
-                await prometheus.wait_for_value('ccag_tool_calls_total{type="mcp"}', "1")
-                await prometheus.wait_for_value("ccag_web_searches_total", "0")
+        async with (
+            serving_metrics(telemetry) as port,
+            running_prometheus(f"127.0.0.1:{port}", token=ADMIN_TOKEN) as prometheus,
+        ):
+            await prometheus.wait_for_value('up{job="ccag"}', "1", timeout=30)
+            await prometheus.wait_for_value(f"ccag_requests_total{{{request}}}", "3")
+            await prometheus.wait_for_value(f"ccag_request_duration_ms_sum{{{request}}}", "2101.5")
+            await prometheus.wait_for_value(f'ccag_request_duration_ms_bucket{{{request},le="1000.0"}}', "2")
+            await prometheus.wait_for_value(f'ccag_request_duration_ms_bucket{{{request},le="+Inf"}}', "3")
+            await prometheus.wait_for_value('ccag_request_ttft_ms_bucket{le="50.0"}', "3")
+            await prometheus.wait_for_value("ccag_requests_in_flight", "1")
+            await prometheus.wait_for_value('ccag_tokens_input_total{model="claude-sonnet-4-5"}', "3000")
+            await prometheus.wait_for_value('ccag_tokens_cache_read_total{model="claude-sonnet-4-5"}', "21000")
+            await prometheus.wait_for_value('ccag_tool_calls_total{type="mcp"}', "1")
+            await prometheus.wait_for_value("ccag_web_searches_total", "0")
 
-                # Values that move after the first scrapes are seen too.
-                telemetry.web_search(5)
-                telemetry.request_finished("claude-sonnet-4-5", True, 200, 5.0, None)
-                await prometheus.wait_for_value("ccag_web_searches_total", "5")
-                await prometheus.wait_for_value(f"ccag_requests_total{{{request}}}", "4")
-                await prometheus.wait_for_value("ccag_requests_in_flight", "0")
+            # Values that move after the first scrapes are seen too.
+            telemetry.web_search(5)
+            telemetry.request_finished("claude-sonnet-4-5", True, 200, 5.0, None)
+            await prometheus.wait_for_value("ccag_web_searches_total", "5")
+            await prometheus.wait_for_value(f"ccag_requests_total{{{request}}}", "4")
+            await prometheus.wait_for_value("ccag_requests_in_flight", "0")
 
-                # Prometheus authenticated on every scrape.
-                assert auth_failures(telemetry) == {}
+            # Prometheus authenticated on every scrape.
+            assert auth_failures(telemetry) == {}

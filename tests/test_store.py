@@ -125,7 +125,7 @@ def test_gateways_starting_together_migrate_once(store_url: str) -> None:
     def start() -> None:
         try:
             open_store_sync(store_url).close()
-        except BaseException as exc:  # collected and asserted below
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=start) for _ in range(4)]

@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE.parent.parent.parent))
 
-from golden_translate import run_case  # noqa: E402
+from golden_translate import run_case
 
 if __name__ == "__main__":
     for case in sorted(HERE.glob("*.in.json")):
