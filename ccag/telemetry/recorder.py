@@ -4,19 +4,22 @@ Theory of operation: every series is a plain Python cell (an int, or a
 :class:`HistogramCell`) found through a dict keyed by its already-bounded
 label values, so recording is a dict lookup and an addition; label strings
 and tuples are built once, when a series is first seen. Nothing here locks:
-ccag records from the Trio thread only, and the channels read a
-:meth:`Recorder.snapshot` taken on that same thread.
+ccag records from the Trio thread only.
 
-The OpenTelemetry SDK's synchronous instruments cost 5-10 microseconds per
-measurement (attribute cleaning, hashing and a lock per reader), about ten
-times this; the SDK is used where it is good at no request's expense: its
-data model and OTLP exporter (see :mod:`ccag.telemetry.otlp`).
+The readers (:meth:`Recorder.read`, :meth:`Recorder.snapshot`) may run on
+another thread: the OpenTelemetry SDK's periodic OTLP reader collects on its
+own. They copy each dict in one C-level step (retried in the rare case a
+concurrent insert still interrupts it) and read a histogram until two reads
+agree, so a reader never sees a half-recorded value; two instruments read
+a moment apart may differ by the requests recorded in between.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import attrs
 
@@ -24,6 +27,8 @@ from ccag.telemetry import instruments as ins
 from ccag.telemetry.instruments import OTHER, Instrument
 
 Labels = tuple[str, ...]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 @attrs.frozen
@@ -49,21 +54,30 @@ class HistogramValue:
 
 
 SeriesValue = int | float | HistogramValue
-Snapshot = list[tuple[Instrument, list[tuple[Labels, SeriesValue]]]]
+Series = list[tuple[Labels, SeriesValue]]
+Snapshot = list[tuple[Instrument, Series]]
 
 
 class HistogramCell:
-    """One histogram series with the :data:`DURATION_BUCKETS_MS` bounds."""
+    """One histogram series with the :data:`DURATION_BUCKETS_MS` bounds.
 
-    __slots__ = ("buckets", "max", "min", "sum")
+    One thread observes; any thread may take :meth:`value`. ``version`` is
+    odd while an observation is half written (a sequence lock), so a reader
+    on another thread can tell a torn read from a whole one.
+    """
+
+    __slots__ = ("buckets", "max", "min", "sum", "version")
 
     def __init__(self) -> None:
         self.buckets = [0] * (len(ins.DURATION_BUCKETS_MS) + 1)
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
+        self.version = 0
 
     def observe(self, value: float) -> None:
+        self.version += 1
+
         # bisect_left puts a value equal to a bound in that bound's bucket,
         # matching Prometheus ``le`` and OTLP's upper-inclusive buckets.
         self.buckets[bisect_left(ins.DURATION_BUCKETS_MS, value)] += 1
@@ -71,8 +85,17 @@ class HistogramCell:
         self.min = min(self.min, value)
         self.max = max(self.max, value)
 
+        self.version += 1
+
     def value(self) -> HistogramValue:
-        return HistogramValue(tuple(self.buckets), self.sum, self.min, self.max)
+        while True:
+            before = self.version
+            value = HistogramValue(tuple(self.buckets), self.sum, self.min, self.max)
+            if before == self.version and not before & 1:
+                return value
+            # The observing thread was switched out mid-observation: let it
+            # finish before reading again.
+            time.sleep(0)
 
 
 class _RequestCell:
@@ -92,6 +115,20 @@ class _TokenCell:
         self.output = 0
         self.cache_read = 0
         self.cache_write = 0
+
+
+def _items(series: dict[_K, _V]) -> list[tuple[_K, _V]]:
+    """A copy of ``series.items()``, safe while the Trio thread inserts.
+
+    The copy is one C-level step, which a thread switch cannot split; a
+    garbage collection inside it can still run Python code and let the
+    other thread in, which CPython reports as a RuntimeError: copy again.
+    """
+    while True:
+        try:
+            return list(series.items())
+        except RuntimeError:
+            continue
 
 
 def _streaming_label(streaming: bool) -> str:
@@ -141,6 +178,7 @@ class Recorder:
         self._rate_limits = 0
         self._spend_flush_errors = 0
         self._spend_quarantined = 0
+        self._series_readers = self._series_readers_table()
 
     # ---- the request path
 
@@ -254,38 +292,53 @@ class Recorder:
 
     # ---- reading
 
-    def snapshot(self) -> Snapshot:
-        """Every instrument with its series, in :data:`INSTRUMENTS` order.
+    def read(self, instrument: Instrument) -> Series:
+        """The series of one instrument now, from any thread.
 
         Label-less instruments always have their one series (0 until they
         move); labelled ones list the series seen so far.
         """
-        requests = list(self._requests.values())
-        tokens = [((model,), cell) for model, cell in self._tokens.items()]
-        return [
-            (ins.REQUESTS, [(cell.labels, cell.count) for cell in requests]),
-            (ins.DURATION, [(cell.labels, cell.duration.value()) for cell in requests]),
-            (
-                ins.TTFT,
-                [
-                    ((model, _streaming_label(streaming)), cell.value())
-                    for (model, streaming), cell in self._ttft.items()
-                ],
-            ),
-            (ins.IN_FLIGHT, [((), self._in_flight)]),
-            (ins.TOKENS_INPUT, [(labels, cell.input) for labels, cell in tokens]),
-            (ins.TOKENS_OUTPUT, [(labels, cell.output) for labels, cell in tokens]),
-            (ins.TOKENS_CACHE_READ, [(labels, cell.cache_read) for labels, cell in tokens]),
-            (ins.TOKENS_CACHE_WRITE, [(labels, cell.cache_write) for labels, cell in tokens]),
-            (ins.TOOL_CALLS, list(self._tool_calls.items())),
-            (ins.WEB_SEARCHES, [((), self._web_searches)]),
-            (ins.ERRORS, list(self._errors.items())),
-            (ins.THROTTLES, list(self._throttles.items())),
-            (ins.RATE_LIMITS, [((), self._rate_limits)]),
-            (ins.AUTH_FAILURES, list(self._auth_failures.items())),
-            (ins.SPEND_FLUSH_ERRORS, [((), self._spend_flush_errors)]),
-            (ins.SPEND_QUARANTINED, [((), self._spend_quarantined)]),
-        ]
+        return self._series_readers[instrument]()
+
+    def snapshot(self) -> Snapshot:
+        """Every instrument with its series, in :data:`INSTRUMENTS` order."""
+        return [(instrument, self.read(instrument)) for instrument in ins.INSTRUMENTS]
+
+    def _series_readers_table(self) -> dict[Instrument, Callable[[], Series]]:
+        def requests() -> list[_RequestCell]:
+            return [cell for _, cell in _items(self._requests)]
+
+        def tokens() -> list[tuple[Labels, _TokenCell]]:
+            return [((model,), cell) for model, cell in _items(self._tokens)]
+
+        def ttft() -> Series:
+            return [
+                ((model, _streaming_label(streaming)), cell.value())
+                for (model, streaming), cell in _items(self._ttft)
+            ]
+
+        return {
+            ins.REQUESTS: lambda: [(cell.labels, cell.count) for cell in requests()],
+            ins.DURATION: lambda: [(cell.labels, cell.duration.value()) for cell in requests()],
+            ins.TTFT: ttft,
+            ins.IN_FLIGHT: lambda: [((), self._in_flight)],
+            ins.TOKENS_INPUT: lambda: [(labels, cell.input) for labels, cell in tokens()],
+            ins.TOKENS_OUTPUT: lambda: [(labels, cell.output) for labels, cell in tokens()],
+            ins.TOKENS_CACHE_READ: lambda: [
+                (labels, cell.cache_read) for labels, cell in tokens()
+            ],
+            ins.TOKENS_CACHE_WRITE: lambda: [
+                (labels, cell.cache_write) for labels, cell in tokens()
+            ],
+            ins.TOOL_CALLS: lambda: _items(self._tool_calls),
+            ins.WEB_SEARCHES: lambda: [((), self._web_searches)],
+            ins.ERRORS: lambda: _items(self._errors),
+            ins.THROTTLES: lambda: _items(self._throttles),
+            ins.RATE_LIMITS: lambda: [((), self._rate_limits)],
+            ins.AUTH_FAILURES: lambda: _items(self._auth_failures),
+            ins.SPEND_FLUSH_ERRORS: lambda: [((), self._spend_flush_errors)],
+            ins.SPEND_QUARANTINED: lambda: [((), self._spend_quarantined)],
+        }
 
     # ---- first sight of a series
 
