@@ -46,6 +46,17 @@ class WebhookError(Exception):
     """One delivery attempt failed."""
 
 
+def shown_url(url: str) -> str:
+    """A webhook URL as logs may show it: scheme, host and port only.
+
+    Webhook URLs often carry their secret in the path or query (chat
+    services' incoming hooks) or in user info; none of that is logged.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}/..." if host else "a URL with no host"
+
+
 async def post_json(url: str, payload: dict[str, Any]) -> int:
     """POST ``payload`` to ``url`` (http or https); the response status.
 
@@ -54,7 +65,7 @@ async def post_json(url: str, payload: dict[str, Any]) -> int:
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookError(f"not an http(s) URL: {url[:200]!r}")
+        raise WebhookError(f"not an http(s) URL: {shown_url(url)[:200]}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     body = json.dumps(payload).encode()
@@ -124,7 +135,7 @@ class WebhookSender:
             self._send.send_nowait((url, notice))
         except trio.WouldBlock:
             logger.error(
-                "webhook queue full; a budget notice for %s was dropped", url[:200]
+                "webhook queue full; a budget notice for %s was dropped", shown_url(url)[:200]
             )
 
     async def run(
@@ -163,7 +174,7 @@ class WebhookSender:
                 problem = str(exc) or "timed out"
             logger.warning(
                 "webhook %s attempt %d/%d failed: %s",
-                url[:200],
+                shown_url(url)[:200],
                 attempt,
                 ATTEMPTS,
                 problem,
@@ -174,6 +185,6 @@ class WebhookSender:
         self.failed += 1
         logger.error(
             "webhook %s: budget notice not delivered after %d attempts",
-            url[:200],
+            shown_url(url)[:200],
             ATTEMPTS,
         )
