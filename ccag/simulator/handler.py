@@ -76,6 +76,9 @@ STREAM = "invoke-with-response-stream"
 COUNT_TOKENS = "count-tokens"
 MODEL_KINDS = (INVOKE, STREAM, COUNT_TOKENS)
 
+REPLY_ID_CHARS = 24
+"""Hex characters after ``msg_bdrk_`` / ``toolu_bdrk_`` in the ids answers carry."""
+
 GARBAGE_BYTES = 48
 """How much junk a :class:`Garbage` fault sends: more than a frame prelude."""
 
@@ -249,6 +252,19 @@ class BedrockSimulator:
     def _new_id(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
+    def _reply_context(self, model: catalog.SimModel, body: dict[str, Any]) -> ReplyContext:
+        """The ids, token count and fallback text one answer to ``body`` uses."""
+        return ReplyContext(
+            message_id="msg_bdrk_" + self._short_id(),
+            model_id=model.bedrock_id,
+            input_tokens=estimate_input_tokens(body),
+            default_text=default_text(body),
+            tool_id="toolu_bdrk_" + self._short_id(),
+        )
+
+    def _short_id(self) -> str:
+        return self._new_id().replace("-", "")[:REPLY_ID_CHARS]
+
     # -- Dispatch -----------------------------------------------------------
 
     async def __call__(self, request: Request, responder: Responder) -> None:
@@ -365,14 +381,7 @@ class BedrockSimulator:
         assert scenario is not None
         answer = answer_of(scenario)
         assert answer is not None
-        context = ReplyContext(
-            message_id="msg_bdrk_" + self._new_id().replace("-", "")[:24],
-            model_id=model.bedrock_id,
-            input_tokens=estimate_input_tokens(body),
-            default_text=default_text(body),
-            tool_id="toolu_bdrk_" + self._new_id().replace("-", "")[:24],
-        )
-        events = build_events(answer, context)
+        events = build_events(answer, self._reply_context(model, body))
         record.status = 200
         if kind == STREAM:
             await self._stream(responder, request_id, scenario, answer, events)

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ccag.server.types import Request, Responder
-from ccag.simulator.directives import default_scenario, default_text
+from ccag.simulator.directives import default_scenario
 from ccag.simulator.errors import BedrockError
-from ccag.simulator.events import ReplyContext, build_events, message_from_events
+from ccag.simulator.events import build_events, message_from_events
 from ccag.simulator.scenarios import Fail, StreamException, answer_of
 from ccag.simulator.sigv4 import verify_sigv4
-from ccag.simulator.tokens import estimate_input_tokens
 from ccag.simulator.validate import parse_invoke_body
 
 if TYPE_CHECKING:
@@ -119,14 +118,7 @@ async def _answer(
         raise BedrockError(scenario.name, scenario.message, scenario.status)
     answer = answer_of(scenario)
     assert answer is not None
-    context = ReplyContext(
-        message_id="msg_bdrk_" + simulator._new_id().replace("-", "")[:24],
-        model_id=model.bedrock_id,
-        input_tokens=estimate_input_tokens(body),
-        default_text=default_text(body),
-        tool_id="toolu_bdrk_" + simulator._new_id().replace("-", "")[:24],
-    )
-    events = build_events(answer, context)
+    events = build_events(answer, simulator._reply_context(model, body))
     record.status = 200
     if not stream:
         whole = json.dumps(message_from_events(events), separators=(",", ":")).encode()
