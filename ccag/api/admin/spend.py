@@ -360,6 +360,11 @@ def _own_spend(principal: Principal) -> dict[str, str | None]:
 
 
 def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
+    """The budget a create or PATCH body describes, every field checked.
+
+    Raises:
+        ApiError: 400 naming the first field that is missing or wrong.
+    """
     scope = _choice(document, "scope", budget_store.SCOPES)
     name = document.get("name")
     if not isinstance(name, str) or not name or len(name) > MAX_BUDGET_NAME_CHARS:
@@ -367,6 +372,7 @@ def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
     period = _choice(document, "period", budget_store.PERIODS)
     policy = _choice(document, "policy", budget_store.POLICIES)
     limit_usd = _number(document, "limit_usd", required=True)
+
     thresholds = document.get("thresholds")
     if thresholds is None:
         thresholds = list(budget_store.DEFAULT_THRESHOLDS)
@@ -385,16 +391,19 @@ def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
             f"thresholds: a list of up to {MAX_THRESHOLDS} fractions of the limit,"
             " such as [0.8, 1.0]"
         )
+
     throttle_rpm = _number(document, "throttle_rpm", integer=True)
     throttle_at = _number(document, "throttle_at")
     if policy == "throttle" and throttle_rpm is None:
         raise bad_request("throttle_rpm: required for the throttle policy")
+
     webhook_url = document.get("webhook_url")
     if webhook_url is not None and (
         not isinstance(webhook_url, str)
         or not webhook_url.startswith(("http://", "https://"))
     ):
         raise bad_request("webhook_url: must be an http:// or https:// URL")
+
     return Budget(
         id=budget_id,
         scope=scope,
