@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from ccag.admin_cli import print_table
 from ccag.auth.keys import format_time, issue_key, key_listing
 from ccag.config import load_config
 from ccag.errors import ConfigError
@@ -149,12 +150,7 @@ def list_command(args: argparse.Namespace) -> int:
     for row in rows:
         row["owner"] = _owner(row["user"], row["team"])
         row["expires_at"] = row["expires_at"] or "never"
-    table = [[title for title, _ in _COLUMNS]]
-    table += [[str(row[field]) for _, field in _COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_COLUMNS))]
-    for line in table:
-        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        print("  ".join(cells).rstrip())
+    print_table(rows, _COLUMNS)
     return EXIT_OK
 
 
