@@ -24,6 +24,7 @@ import trio
 
 from ccag.bedrock.endpoint import Endpoint
 from ccag.bedrock.errors import UpstreamConnectError, UpstreamTimeout
+from ccag.server.fastio import LeanSocketStream
 
 # One read from the socket: large enough that a burst of event-stream frames
 # arrives in one piece, small enough to keep per-connection memory modest.
@@ -227,7 +228,7 @@ class ConnectionPool:
             with trio.fail_after(self._connect_timeout):
                 tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
                 if self._ssl_context is None:
-                    connection = Connection(tcp, tcp.socket)
+                    connection = Connection(LeanSocketStream(tcp), tcp.socket)
                 else:
                     connection = await self._start_tls(tcp)
         except trio.TooSlowError as exc:
@@ -244,7 +245,7 @@ class ConnectionPool:
     async def _start_tls(self, tcp: trio.SocketStream) -> Connection:
         assert self._ssl_context is not None
         tls = trio.SSLStream(
-            tcp, self._ssl_context, server_hostname=self._endpoint.host, https_compatible=True
+            LeanSocketStream(tcp), self._ssl_context, server_hostname=self._endpoint.host, https_compatible=True
         )
         try:
             await tls.do_handshake()

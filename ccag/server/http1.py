@@ -29,6 +29,7 @@ from ccag.server.common import (
     peer_address,
     report_refusal,
 )
+from ccag.server.fastio import lean_stream
 from ccag.server.types import Handler, Request, Responder
 from ccag.server.upgrade import TakenOverStream, replayed_head
 
@@ -77,6 +78,8 @@ class Http1Connection:
         initial: bytes = b"",
     ) -> None:
         self._stream = stream
+        # Writes skip SocketStream's per-call round trips (ccag.server.fastio).
+        self._send_all = lean_stream(stream).send_all
         self._handler = handler
         self._max_header_bytes: int = config.max_header_bytes
         self._max_body_bytes: int = config.max_body_bytes
@@ -362,7 +365,7 @@ class Http1Connection:
         # enforces the write timeout instead.
         self._write_started_at = trio.current_time()
         try:
-            await self._stream.send_all(data)
+            await self._send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._write_failed = True
             if self._write_timed_out:
