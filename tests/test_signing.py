@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ccag.bedrock.signing import (
     AwsCredentials,
+    _sign_plain_request,
     bearer_auth,
     model_path,
     sign_request,
@@ -185,6 +186,72 @@ def test_sign_request_agrees_with_botocore_on_any_request(
 
     ours = sign_request("POST", url, headers, body, credentials, region, "bedrock", now)
     theirs = botocore_headers("POST", url, headers, body, credentials, region, "bedrock", now)
+
+    assert ours == theirs
+
+
+def test_sign_request_signs_a_bedrock_call_without_botocore_with_the_same_bytes() -> None:
+    url = BEDROCK_URL + model_path(MODEL, "invoke-with-response-stream")
+    headers = [
+        ("host", "bedrock-runtime.us-east-1.amazonaws.com"),
+        ("content-type", "application/json"),
+        ("x-amzn-bedrock-accept", "application/json"),
+    ]
+    credentials = AwsCredentials("ASIAEXAMPLE", "secret", "the-session-token")
+    now = datetime.datetime(2026, 12, 4, 15, 1, 2, tzinfo=datetime.UTC)
+
+    fast = _sign_plain_request("POST", url, headers, b"{}", credentials, "us-east-1", "bedrock", now)
+    theirs = botocore_headers(
+        "POST", url, dict(headers), b"{}", credentials, "us-east-1", "bedrock", now
+    )
+
+    assert fast is not None
+    assert fast == theirs
+
+
+host_header_names = st.sampled_from(["host", "Host", "HOST"])
+any_header_names = st.sampled_from(
+    [
+        "content-type", "Content-Type", "accept", "x-amzn-bedrock-accept", "anthropic-beta",
+        "User-Agent", "expect", "X-Amzn-Trace-Id", "Date", "X-Amz-Date",
+        "X-Amz-Security-Token", "x-amz-content-sha256", "Authorization", "x-custom",
+    ]
+)
+
+# Values where botocore's whitespace folding matters.
+spaced_header_values = st.text(st.sampled_from([" ", "\t", "a", "B", "/", ";", "=", "*"]), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model_id=st.text(min_size=1, max_size=60),
+    action=st.sampled_from(["invoke", "invoke-with-response-stream", "count-tokens"]),
+    host_name=host_header_names,
+    host=st.sampled_from(["bedrock-runtime.us-east-1.amazonaws.com", "127.0.0.1:8123"]),
+    headers=st.dictionaries(any_header_names, spaced_header_values, max_size=6),
+    body=st.binary(max_size=2000),
+    token=st.none() | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1),
+    region=st.sampled_from(["us-east-1", "eu-central-1", "ap-northeast-1", "cn-north-1"]),
+    seconds=st.integers(min_value=0, max_value=4_000_000_000),
+)
+def test_sign_request_with_a_host_header_agrees_with_botocore_on_any_request(
+    model_id: str,
+    action: str,
+    host_name: str,
+    host: str,
+    headers: dict[str, str],
+    body: bytes,
+    token: str | None,
+    region: str,
+    seconds: int,
+) -> None:
+    credentials = AwsCredentials("AKIDEXAMPLE", "secret/with+chars", token)
+    now = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    url = BEDROCK_URL + model_path(model_id, action)
+    sent = {host_name: host, **headers}
+
+    ours = sign_request("POST", url, sent, body, credentials, region, "bedrock", now)
+    theirs = botocore_headers("POST", url, sent, body, credentials, region, "bedrock", now)
 
     assert ours == theirs
 
