@@ -7,6 +7,7 @@ import json
 import pathlib
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 CHUNK_HEADERS = {
@@ -14,6 +15,23 @@ CHUNK_HEADERS = {
     ":content-type": "application/json",
     ":message-type": "event",
 }
+
+
+def split_at_sizes(data: bytes, sizes: Sequence[int] | None = None) -> list[bytes]:
+    """``data`` cut into pieces of ``sizes`` bytes, then the rest (maybe empty).
+
+    Without ``sizes``, one piece: the whole of ``data``. A parser fed the
+    pieces in order must give what it gives for the whole.
+    """
+    if sizes is None:
+        return [data]
+    pieces = []
+    start = 0
+    for size in sizes:
+        pieces.append(data[start : start + size])
+        start += size
+    pieces.append(data[start:])
+    return pieces
 
 
 def header(name: str, value_type: int, value: bytes = b"") -> bytes:

@@ -20,6 +20,7 @@ from tests.protocol_factory import (
     frame_with_prelude,
     header,
     load_wire_examples,
+    split_at_sizes,
     string_header,
 )
 
@@ -31,14 +32,8 @@ RECORDED_EXCEPTION = base64.b64decode(WIRE["exception_frame"]["base64"])
 def decode_all(data: bytes, pieces: list[int] | None = None) -> list[Frame]:
     decoder = EventStreamDecoder()
     frames: list[Frame] = []
-    if pieces is None:
-        frames += decoder.feed(data)
-    else:
-        start = 0
-        for size in pieces:
-            frames += decoder.feed(data[start : start + size])
-            start += size
-        frames += decoder.feed(data[start:])
+    for piece in split_at_sizes(data, pieces):
+        frames += decoder.feed(piece)
     decoder.close()
     return frames
 

@@ -6,23 +6,16 @@ from hypothesis import strategies as st
 
 from ccag.errors import InternalError, SSEError
 from ccag.sse import SSEDecoder, SSEEvent, encode_event
-from tests.protocol_factory import load_wire_examples
+from tests.protocol_factory import load_wire_examples, split_at_sizes
 
 
 def decode(
     data: bytes, pieces: list[int] | None = None, **limits: int
 ) -> list[SSEEvent]:
     decoder = SSEDecoder(**limits)
-    if pieces is None:
-        events = decoder.feed(data)
-        decoder.close()
-        return events
-    events = []
-    start = 0
-    for size in pieces:
-        events += decoder.feed(data[start : start + size])
-        start += size
-    events += decoder.feed(data[start:])
+    events: list[SSEEvent] = []
+    for piece in split_at_sizes(data, pieces):
+        events += decoder.feed(piece)
     decoder.close()
     return events
 

@@ -17,6 +17,7 @@ from tests.protocol_factory import (
     chunk_frame,
     frame,
     load_wire_examples,
+    split_at_sizes,
     string_headers,
     text_reply_events,
 )
@@ -34,15 +35,7 @@ def translate(
 ) -> tuple[list[TranslatedChunk], ResponseObserver, BedrockStreamTranslator]:
     observer = ResponseObserver()
     translator = BedrockStreamTranslator(model, observer)
-    chunks = []
-    if pieces is None:
-        chunks.append(translator.feed(raw))
-    else:
-        start = 0
-        for size in pieces:
-            chunks.append(translator.feed(raw[start : start + size]))
-            start += size
-        chunks.append(translator.feed(raw[start:]))
+    chunks = [translator.feed(piece) for piece in split_at_sizes(raw, pieces)]
     return chunks, observer, translator
 
 
