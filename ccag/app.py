@@ -178,7 +178,9 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     router = Router()
     router.add("POST", "/v1/messages", MessagesRoute(services))
     router.add("POST", "/v1/messages/count_tokens", CountTokensRoute(services))
-    router.add("GET", "/v1/models", ModelListRoute(services))
+    models = ModelListRoute(services)
+    router.add("GET", "/v1/models", models)
+    router.add_prefix("GET", "/v1/models/", models)
     router.add("GET", "/", root)
     # Claude Code's connectivity probe, older versions HEAD /, newer /api/hello.
     router.add("GET", "/api/hello", root)

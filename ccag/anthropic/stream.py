@@ -33,6 +33,7 @@ from ccag.anthropic.errors import (
     truncated_stream_error,
 )
 from ccag.anthropic.observe import ResponseObserver
+from ccag.anthropic.wirejson import dump_json
 from ccag.errors import ApiError, EventStreamError, ProtocolError
 from ccag.eventstream import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -367,16 +368,6 @@ def translate_message_body(
     _drop_bedrock_keys(message)
     observer.observe_message(message)
     return dump_json(message)
-
-
-def dump_json(value: dict[str, Any]) -> bytes:
-    """Compact JSON as UTF-8, as Anthropic sends it."""
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        # A lone surrogate escape in the input cannot be written as UTF-8;
-        # ASCII escapes carry it through unchanged.
-        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _chunk_event(payload: bytes) -> bytes:

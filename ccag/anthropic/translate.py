@@ -34,13 +34,13 @@ same Python objects: only the containers that change are copied, shallowly.
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import attrs
 
 from ccag.anthropic.capabilities import Verdicts
 from ccag.anthropic.models import ResolvedModel
+from ccag.anthropic.wirejson import dump_json
 from ccag.bedrock import facts as bedrock
 from ccag.errors import invalid_request
 
@@ -152,6 +152,9 @@ def _validate(body: Any) -> None:
         content = message.get("content")
         if not isinstance(content, (str, list)):
             raise invalid_request(f"messages.{index}.content: must be a string or a list")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise invalid_request("stream: must be true or false")
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise invalid_request("max_tokens: Field required")
@@ -164,7 +167,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _compact_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return dump_json(value)
 
 
 class _Translation:

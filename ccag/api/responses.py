@@ -36,11 +36,20 @@ async def send_json(
     await send_json_bytes(responder, status, json.dumps(document).encode(), extra_headers)
 
 
+# Statuses no retry can change. Saying so stops clients built on Anthropic's
+# SDKs (Claude Code among them) from retrying a wrong key for minutes.
+NOT_RETRYABLE_STATUSES = frozenset({400, 401, 403, 404, 413})
+NOT_RETRYABLE_HEADER = ("x-should-retry", "false")
+
+
 async def send_error(request: Request, responder: Responder, error: ApiError) -> None:
     """Answer with ``error`` as plain JSON, if the response has not started."""
     if responder.is_started:
         return
-    await send_json_bytes(responder, error.status, error.body(request.request_id), error.headers)
+    headers = error.headers
+    if error.status in NOT_RETRYABLE_STATUSES:
+        headers = [*headers, NOT_RETRYABLE_HEADER]
+    await send_json_bytes(responder, error.status, error.body(request.request_id), headers)
 
 
 def parse_json_body(request: Request) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from urllib.parse import unquote
 import attrs
 import trio
 
+from ccag.anthropic.wirejson import dump_json
 from ccag.server.types import Headers, Request, Responder
 from ccag.simulator import catalog
 from ccag.simulator.directives import default_scenario, default_text
@@ -407,7 +408,7 @@ class BedrockSimulator:
             await trio.sleep(scenario.seconds)
 
         metrics = invocation_metrics(events)
-        body = json.dumps(message_from_events(events), separators=(",", ":"), ensure_ascii=False).encode()
+        body = dump_json(message_from_events(events))
         headers = [
             ("content-type", "application/json"),
             ("content-length", str(len(body))),

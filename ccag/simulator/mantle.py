@@ -14,6 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ccag.anthropic.wirejson import dump_json
 from ccag.server.types import Request, Responder
 from ccag.simulator.directives import default_scenario
 from ccag.simulator.errors import BedrockError
@@ -49,8 +50,7 @@ def _envelope(status: int, message: str) -> bytes:
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+    return b"event: " + event["type"].encode() + b"\ndata: " + dump_json(event) + b"\n\n"
 
 
 async def serve_mantle(

@@ -13,6 +13,7 @@ import random
 import string
 from typing import Any
 
+from ccag.anthropic.wirejson import dump_json
 from ccag.eventstream import encode_message
 
 MAX_PADDING = 64
@@ -28,7 +29,7 @@ _CHUNK_HEADERS = {
 
 def event_json(event: dict[str, Any]) -> bytes:
     """The compact JSON of one Anthropic event, as Bedrock base64-encodes it."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    return dump_json(event)
 
 
 def padding(rng: random.Random) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from ccag.anthropic.wirejson import dump_json
 from ccag.errors import invalid_request
 
 SEARCH_TOOL_TYPE_PREFIX = "web_search_"
@@ -202,8 +203,8 @@ def server_tool_id(model_tool_id: str) -> str:
 
 def encode_snippet(snippet: str) -> str:
     """The ``encrypted_content`` of a result ccag produced: its snippet, opaque."""
-    data = json.dumps({"snippet": snippet[:MAX_SNIPPET_CHARS]}, ensure_ascii=False)
-    return SNIPPET_PREFIX + base64.urlsafe_b64encode(data.encode()).decode("ascii")
+    data = dump_json({"snippet": snippet[:MAX_SNIPPET_CHARS]})
+    return SNIPPET_PREFIX + base64.urlsafe_b64encode(data).decode("ascii")
 
 
 def decode_snippet(encrypted_content: Any) -> str | None:

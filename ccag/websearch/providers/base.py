@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ccag.anthropic.wirejson import dump_json
 from ccag.errors import CcagError
 from ccag.websearch.tool import UserLocation
 
@@ -102,7 +103,7 @@ def parse_json_object(body: bytes, provider: str) -> dict[str, Any]:
 
 
 def json_body(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return dump_json(document)
 
 
 def text_field(item: dict[str, Any], *names: str) -> str | None:

@@ -1,0 +1,77 @@
+"""Inputs a new user threw at the gateway, each answered cleanly."""
+
+from __future__ import annotations
+
+import trio
+
+from tests.e2e_client import key_headers, post_messages, request
+from tests.gateway_fixture import open_gateway
+
+TIMEOUT_S = 20
+
+# JavaScript's JSON.stringify writes a cut emoji as a lone surrogate escape.
+LONE_SURROGATE_BODY = (
+    b'{"model":"claude-sonnet-4-5","max_tokens":5,'
+    b'"messages":[{"role":"user","content":"half an emoji \\ud83d"}]}'
+)
+
+
+async def test_a_lone_surrogate_escape_passes_through_to_bedrock(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            reply = await post_messages(running.port, running.key, LONE_SURROGATE_BODY)
+            counted = await post_messages(
+                running.port, running.key, LONE_SURROGATE_BODY,
+                target="/v1/messages/count_tokens",
+            )
+            sent = running.simulator.model_requests()[0].body
+
+    assert reply.status == 200, reply.body
+    assert counted.status == 200 and counted.json()["input_tokens"] > 0
+    assert sent["messages"][0]["content"] == "half an emoji \ud83d"
+
+
+async def test_stream_must_be_a_boolean(tmp_path) -> None:
+    body = b'{"model":"claude-sonnet-4-5","max_tokens":5,"stream":"yes","messages":[{"role":"user","content":"x"}]}'
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            reply = await post_messages(running.port, running.key, body)
+            calls = running.simulator.model_requests()
+
+    assert reply.status == 400
+    assert reply.json()["error"]["message"] == "stream: must be true or false"
+    assert calls == []
+
+
+async def test_errors_a_client_must_not_retry_say_so(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            unauthorised = await post_messages(running.port, "sk-ccag-wrong", b"{}")
+            bad = await post_messages(running.port, running.key, b"{")
+
+    for reply in (unauthorised, bad):
+        assert reply.headers.get("x-should-retry") == "false"
+
+
+async def test_models_can_be_paged_and_retrieved_one_by_one(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            headers = key_headers(running.key)
+            everything = (await request(running.port, "GET", "/v1/models", headers=headers)).json()
+            first = (await request(running.port, "GET", "/v1/models?limit=2", headers=headers)).json()
+            after = first["last_id"]
+            second = (
+                await request(
+                    running.port, "GET", f"/v1/models?limit=2&after_id={after}", headers=headers
+                )
+            ).json()
+            one = await request(running.port, "GET", "/v1/models/claude-sonnet-4-5", headers=headers)
+            missing = await request(running.port, "GET", "/v1/models/claude-nope-1", headers=headers)
+
+    ids = [model["id"] for model in everything["data"]]
+    assert [model["id"] for model in first["data"]] == ids[:2]
+    assert first["has_more"] is True
+    assert [model["id"] for model in second["data"]] == ids[2:4]
+    assert one.status == 200 and one.json()["id"] == "claude-sonnet-4-5"
+    assert one.json()["type"] == "model"
+    assert missing.status == 404 and missing.json()["error"]["type"] == "not_found_error"
