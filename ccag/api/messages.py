@@ -28,9 +28,9 @@ from ccag.anthropic.errors import UpstreamApiError, error_from_response
 from ccag.anthropic.models import ResolvedModel
 from ccag.anthropic.stream import translate_message_body
 from ccag.anthropic.translate import BedrockRequest, translate_messages
-from ccag.api.relay import end_stream_with, relay_stream
 from ccag.api.body_log import LoggingResponder, bodies_wanted, log_request_body
 from ccag.api.outcome import CLIENT_CLOSED_STATUS, Outcome
+from ccag.api.relay import end_stream_with, relay_stream
 from ccag.api.responses import SSE_HEADERS, parse_json_body, send_error, send_json_bytes
 from ccag.bedrock.errors import UpstreamError
 from ccag.bedrock.failover import run_with_failover

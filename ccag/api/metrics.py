@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ccag.errors import ApiError
 from ccag.server.types import Headers, Request, Responder

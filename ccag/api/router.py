@@ -19,7 +19,6 @@ from ccag.api.responses import send_error
 from ccag.errors import ApiError
 from ccag.server.types import Handler, Request, Responder
 
-
 access_log = logging.getLogger("ccag.access")
 
 
