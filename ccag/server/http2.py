@@ -25,7 +25,9 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack.exceptions
 import trio
+from hyperframe.frame import GoAwayFrame
 
 from ccag.config import Config
 from ccag.errors import ApiError, ClientDisconnected, InternalError
@@ -46,6 +48,10 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HTTP_VERSION = "2"
 
 _SETTINGS_FRAME_TYPE = 0x4
+_GOAWAY_FRAME_TYPE = 0x7
+
+# A GOAWAY without debug data: the 9-byte frame header, last stream id, code.
+_GOAWAY_SIZE = 9 + 8
 
 # Per-stream receive window we advertise: a 76 KB Claude Code body fits in one
 # window, so an upload needs no round trip for WINDOW_UPDATE. Memory stays
@@ -246,7 +252,10 @@ class Http2Connection:
             except h2.exceptions.ProtocolError as exc:
                 # h2 has queued a GOAWAY with the matching code; flush it (RFC 9113 5.4.1).
                 logger.debug("h2 protocol error from client: %s", exc)
-                await self.flush()
+                if _is_hpack_failure(exc):
+                    await self._flush_recoded(h2.errors.ErrorCodes.COMPRESSION_ERROR)
+                else:
+                    await self.flush()
                 return
             except Exception:  # pragma: no cover - h2 raised outside its contract
                 logger.exception("h2 failed on client data")
@@ -384,6 +393,26 @@ class Http2Connection:
             await self.flush()
         except ClientDisconnected:
             pass
+
+    async def _flush_recoded(self, error_code: h2.errors.ErrorCodes) -> None:
+        """Flush, giving the GOAWAY h2 just queued the code RFC 9113 asks for.
+
+        h2 reports a header block HPACK cannot decode as PROTOCOL_ERROR;
+        RFC 9113 4.3 names COMPRESSION_ERROR, which tells the client that
+        the header compression state, not its request, is what broke.
+        """
+        async with self._write_lock:
+            pending = self._h2.data_to_send()
+            tail = pending[-_GOAWAY_SIZE:]
+            if len(tail) == _GOAWAY_SIZE and tail[3] == _GOAWAY_FRAME_TYPE:
+                frame = GoAwayFrame(
+                    0,
+                    last_stream_id=int.from_bytes(tail[9:13], "big") & 0x7FFFFFFF,
+                    error_code=error_code,
+                )
+                pending = pending[:-_GOAWAY_SIZE] + frame.serialize()
+            if pending:
+                await self._send(pending)
 
     async def _close_with(self, error_code: h2.errors.ErrorCodes) -> None:
         try:
@@ -702,6 +731,13 @@ class Http2Responder(Responder):
         except h2.exceptions.StreamClosedError as exc:
             raise ClientDisconnected("the stream is closed") from exc
         await self._connection.flush()
+
+
+def _is_hpack_failure(error: BaseException) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, hpack.exceptions.HPACKError) and not isinstance(
+        cause, hpack.exceptions.OversizedHeaderListError
+    )
 
 
 def _method_of(raw_headers: list[tuple[bytes, bytes]]) -> bytes | None:
