@@ -1,45 +1,48 @@
-"""Pushing the instruments to an OpenTelemetry collector over gRPC.
+"""The OTLP reader of ccag's MeterProvider: a push over gRPC.
 
 The settings come from the standard ``OTEL_*`` variables of the environment
-ccag was handed. Each export turns a snapshot into the SDK's metrics data
-model (cumulative temporality, as Prometheus sees it too) and hands it to
-the SDK's OTLP gRPC exporter in a worker thread, so a collector that is
-down, slow or refusing costs the request path nothing; each export is
-bounded by :data:`EXPORT_TIMEOUT_S` (or the interval, if shorter).
+ccag was handed. :class:`OtlpReader` is the SDK's
+``PeriodicExportingMetricReader``: its own thread collects from the
+provider every interval (cumulative temporality, as Prometheus sees it
+too), joins the histograms and hands the collection to the SDK's
+``OTLPMetricExporter``. A collector that is down, slow or refusing holds up
+that thread only, never a request; each export is bounded by
+:data:`EXPORT_TIMEOUT_S` (or the interval, if shorter).
 
-A collector that stays down would otherwise log on every attempt: the
-exporter here logs the first failure of an episode as a WARNING, stays
-quiet until an export succeeds, then logs the recovery at INFO.
+A collector that stays down would otherwise log on every attempt:
+:class:`EpisodeLoggingExporter` logs the first failure of an episode as a
+WARNING, stays quiet until an export succeeds, then logs the recovery at
+INFO.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 import attrs
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
+    MetricExporter,
     MetricExportResult,
     MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
+    PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.re import parse_env_headers
 
 from ccag.errors import ConfigError
-from ccag.telemetry.instruments import DURATION_BUCKETS_MS, Kind
-from ccag.telemetry.recorder import HistogramValue, Snapshot
+from ccag.telemetry.meter import HistogramSource, JoinsHistograms
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +56,18 @@ for most of an interval."""
 
 DEFAULT_SERVICE_NAME = "ccag"
 
+CUMULATIVE: dict[type, AggregationTemporality] = {
+    kind: AggregationTemporality.CUMULATIVE
+    for kind in (
+        Counter, UpDownCounter, Histogram,
+        ObservableCounter, ObservableUpDownCounter, ObservableGauge,
+    )
+}
+"""Every instrument cumulative, whatever
+``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` says: the histograms
+ccag joins are cumulative, and one push must not mix temporalities."""
+
 _SDK_EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.grpc.exporter"
-_SCOPE = InstrumentationScope("ccag")
 
 
 @attrs.frozen
@@ -116,61 +129,6 @@ class OtlpSettings:
         )
 
 
-def metrics_data(
-    snapshot: Snapshot, resource: Resource, start_ns: int, now_ns: int
-) -> MetricsData:
-    """One snapshot in the SDK's data model, cumulative since ``start_ns``."""
-    cumulative = AggregationTemporality.CUMULATIVE
-    metrics = []
-    for instrument, series in snapshot:
-        if not series:
-            continue
-        data: Sum | Histogram
-        if instrument.kind is Kind.HISTOGRAM:
-            histogram_points = []
-            for labels, value in series:
-                assert isinstance(value, HistogramValue)
-                histogram_points.append(
-                    HistogramDataPoint(
-                        attributes=dict(zip(instrument.labels, labels)),
-                        start_time_unix_nano=start_ns,
-                        time_unix_nano=now_ns,
-                        count=value.count,
-                        sum=value.sum,
-                        bucket_counts=value.bucket_counts,
-                        explicit_bounds=DURATION_BUCKETS_MS,
-                        min=value.min,
-                        max=value.max,
-                    )
-                )
-            data = Histogram(data_points=histogram_points, aggregation_temporality=cumulative)
-        else:
-            number_points = []
-            for labels, number in series:
-                assert not isinstance(number, HistogramValue)
-                number_points.append(
-                    NumberDataPoint(
-                        attributes=dict(zip(instrument.labels, labels)),
-                        start_time_unix_nano=start_ns,
-                        time_unix_nano=now_ns,
-                        value=number,
-                    )
-                )
-            data = Sum(
-                data_points=number_points,
-                aggregation_temporality=cumulative,
-                is_monotonic=instrument.kind is Kind.COUNTER,
-            )
-        metrics.append(Metric(instrument.name, instrument.help, instrument.unit, data))
-
-    scope_metrics = ScopeMetrics(scope=_SCOPE, metrics=metrics, schema_url="")
-    return MetricsData(
-        resource_metrics=[
-            ResourceMetrics(resource=resource, scope_metrics=[scope_metrics], schema_url="")
-        ]
-    )
-
-
 class _OnlyCritical(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.CRITICAL
@@ -179,21 +137,21 @@ class _OnlyCritical(logging.Filter):
 _ONLY_CRITICAL = _OnlyCritical()
 
 
-class OtlpPusher:
+class EpisodeLoggingExporter(MetricExporter):
     """The SDK's OTLP gRPC exporter, logging failures once per episode.
 
     Args:
-        settings: endpoint, headers, interval and service name.
+        settings: endpoint, headers, interval.
 
-    :meth:`push` blocks for up to ``settings.export_timeout_s``: call it
-    from a worker thread.
+    :meth:`export` blocks for up to ``settings.export_timeout_s``; the
+    reader calls it from its own thread.
     """
 
     def __init__(self, settings: OtlpSettings) -> None:
+        super().__init__(preferred_temporality=CUMULATIVE)
         self.settings = settings
-        self.resource = Resource.create({"service.name": settings.service_name})
-        self.start_ns = time.time_ns()
         self.is_failing = False
+        self.last_succeeded = False
 
         # The SDK exporter logs every failed attempt (and each retry); the
         # episode log below replaces that.
@@ -203,17 +161,19 @@ class OtlpPusher:
             insecure=settings.insecure,
             headers=dict(settings.headers),
             timeout=settings.export_timeout_s,
+            preferred_temporality=CUMULATIVE,
         )
 
-    def push(self, snapshot: Snapshot) -> bool:
-        """Export one snapshot; True when the collector took it."""
-        data = metrics_data(snapshot, self.resource, self.start_ns, time.time_ns())
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
         try:
-            result = self._exporter.export(data)
+            result = self._exporter.export(metrics_data, timeout_millis=timeout_millis)
             error = None
             if result is not MetricExportResult.SUCCESS:
                 error = "the collector refused it or could not be reached"
         except Exception as exc:  # noqa: BLE001 - foreign exporter code; no failure may escape
+            result = MetricExportResult.FAILURE
             error = f"{type(exc).__name__}: {exc}"
 
         if error is not None and not self.is_failing:
@@ -226,8 +186,47 @@ class OtlpPusher:
         elif error is None and self.is_failing:
             self.is_failing = False
             logger.info("OTLP metrics export to %s recovered", self.settings.endpoint)
-        return error is None
+        self.last_succeeded = error is None
+        return result
 
-    def close(self) -> None:
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self._exporter.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         """Stop retries in progress and close the gRPC channel."""
-        self._exporter.shutdown(timeout_millis=self.settings.export_timeout_s * 1000)
+        self._exporter.shutdown(timeout_millis=timeout_millis)
+
+
+class OtlpReader(JoinsHistograms, PeriodicExportingMetricReader):
+    """The SDK's periodic push reader, with the histograms joined.
+
+    Args:
+        settings: endpoint, headers, interval.
+        histograms: the histograms' current values (see
+            :func:`~ccag.telemetry.meter.histogram_source`).
+        cardinality_limits: per instrument class, passed to the SDK.
+
+    Its thread starts here and ends with the provider's ``shutdown``, which
+    makes one last push.
+    """
+
+    def __init__(
+        self,
+        settings: OtlpSettings,
+        histograms: HistogramSource,
+        cardinality_limits: Mapping[type, int],
+    ) -> None:
+        self.histograms = histograms
+        self.exporter = EpisodeLoggingExporter(settings)
+        interval_ms = settings.interval_s * 1000
+        super().__init__(
+            self.exporter,
+            export_interval_millis=interval_ms,
+            export_timeout_millis=settings.export_timeout_s * 1000,
+            cardinality_limits=dict(cardinality_limits),
+        )
+
+    def push_now(self) -> bool:
+        """Collect and export now, blocking; True when the collector took it."""
+        self.collect(timeout_millis=self.exporter.settings.export_timeout_s * 1000)
+        return self.exporter.last_succeeded

@@ -1,9 +1,13 @@
-"""The Prometheus text exposition of a :class:`~ccag.telemetry.recorder.Recorder`.
+"""The Prometheus reader of ccag's MeterProvider and its text exposition.
 
-A prometheus_client custom collector turns one snapshot into metric
-families; prometheus_client writes the text. Every family is emitted on
-every scrape, so ``# HELP`` and ``# TYPE`` lines are there from the start
-even before a labelled instrument has a series.
+:class:`PrometheusReader` is a pull reader of the OpenTelemetry SDK: each
+scrape makes it collect from the provider (running the observable
+instruments' callbacks) and join the histograms
+(:class:`~ccag.telemetry.meter.JoinsHistograms`). A prometheus_client
+custom collector renders that collection, family by family in
+:data:`INSTRUMENTS` order, under the names METRICS.md fixes. Every family is
+emitted on every scrape, so ``# HELP`` and ``# TYPE`` lines are there from
+the start even before a labelled instrument has a series.
 
 Why not ``opentelemetry-exporter-prometheus``: tested against this
 contract, it adds ``otel_scope_*`` labels to every series unless told not
@@ -14,8 +18,14 @@ minor version.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricsData,
+    NumberDataPoint,
+)
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,67 +35,106 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from ccag.telemetry.instruments import DURATION_BUCKETS_MS, Kind
-from ccag.telemetry.recorder import HistogramValue, Snapshot
+from ccag.telemetry.instruments import INSTRUMENTS, Instrument, Kind
+from ccag.telemetry.meter import HistogramSource, JoinsHistograms
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format, which every Prometheus version scrapes."""
 
-_BUCKET_LABELS = tuple(floatToGoString(bound) for bound in DURATION_BUCKETS_MS) + ("+Inf",)
+DataPoint = NumberDataPoint | HistogramDataPoint
 
 
-class SnapshotCollector:
-    """A prometheus_client collector reading a fresh snapshot per scrape.
+class PrometheusReader(JoinsHistograms, InMemoryMetricReader):
+    """The SDK's in-memory pull reader, with the histograms joined.
 
     Args:
-        take_snapshot: returns the current values of every instrument.
+        histograms: the histograms' current values (see
+            :func:`~ccag.telemetry.meter.histogram_source`).
+        cardinality_limits: per instrument class, passed to the SDK.
     """
 
-    def __init__(self, take_snapshot: Callable[[], Snapshot]) -> None:
-        self._take_snapshot = take_snapshot
+    def __init__(
+        self, histograms: HistogramSource, cardinality_limits: Mapping[type, int]
+    ) -> None:
+        self.histograms = histograms
+        super().__init__(cardinality_limits=dict(cardinality_limits))
+
+
+class MetricsDataCollector:
+    """A prometheus_client collector: one reader collection per scrape.
+
+    Args:
+        reader: the reader to collect through.
+    """
+
+    def __init__(self, reader: InMemoryMetricReader) -> None:
+        self._reader = reader
 
     def collect(self) -> Iterator[Metric]:
-        for instrument, series in self._take_snapshot():
-            name = instrument.prometheus_name
-            labels = list(instrument.labels)
-            if instrument.kind is Kind.COUNTER:
-                # prometheus_client appends ``_total`` to the samples itself.
-                counter = CounterMetricFamily(
-                    name.removesuffix("_total"), instrument.help, labels=labels
+        points = _points_by_name(self._reader.get_metrics_data())
+        for instrument in INSTRUMENTS:
+            yield _family(instrument, points.get(instrument.name, []))
+
+
+def _points_by_name(data: MetricsData | None) -> dict[str, list[DataPoint]]:
+    points: dict[str, list[DataPoint]] = {}
+    if data is None:
+        return points
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(
+                    point
+                    for point in metric.data.data_points
+                    if isinstance(point, NumberDataPoint | HistogramDataPoint)
                 )
-                for values, number in series:
-                    assert not isinstance(number, HistogramValue)
-                    counter.add_metric(list(values), number)
-                yield counter
-            elif instrument.kind is Kind.UP_DOWN_COUNTER:
-                gauge = GaugeMetricFamily(name, instrument.help, labels=labels)
-                for values, number in series:
-                    assert not isinstance(number, HistogramValue)
-                    gauge.add_metric(list(values), number)
-                yield gauge
-            else:
-                histogram = HistogramMetricFamily(name, instrument.help, labels=labels)
-                for values, value in series:
-                    assert isinstance(value, HistogramValue)
-                    histogram.add_metric(
-                        list(values), _cumulative_buckets(value), value.sum
-                    )
-                yield histogram
+    return points
 
 
-def _cumulative_buckets(value: HistogramValue) -> list[tuple[str, float]]:
+def _family(instrument: Instrument, points: list[DataPoint]) -> Metric:
+    name = instrument.prometheus_name
+    labels = list(instrument.labels)
+    if instrument.kind is Kind.COUNTER:
+        # prometheus_client appends ``_total`` to the samples itself.
+        counter = CounterMetricFamily(name.removesuffix("_total"), instrument.help, labels=labels)
+        for point in points:
+            assert isinstance(point, NumberDataPoint)
+            counter.add_metric(_label_values(instrument, point), point.value)
+        return counter
+    if instrument.kind is Kind.UP_DOWN_COUNTER:
+        gauge = GaugeMetricFamily(name, instrument.help, labels=labels)
+        for point in points:
+            assert isinstance(point, NumberDataPoint)
+            gauge.add_metric(_label_values(instrument, point), point.value)
+        return gauge
+    histogram = HistogramMetricFamily(name, instrument.help, labels=labels)
+    for point in points:
+        assert isinstance(point, HistogramDataPoint)
+        histogram.add_metric(
+            _label_values(instrument, point), _cumulative_buckets(point), point.sum
+        )
+    return histogram
+
+
+def _label_values(instrument: Instrument, point: DataPoint) -> list[str]:
+    attributes = point.attributes or {}
+    return [str(attributes[label]) for label in instrument.labels]
+
+
+def _cumulative_buckets(point: HistogramDataPoint) -> list[tuple[str, float]]:
+    bounds = [floatToGoString(bound) for bound in point.explicit_bounds] + ["+Inf"]
     buckets: list[tuple[str, float]] = []
     running = 0
-    for label, count in zip(_BUCKET_LABELS, value.bucket_counts):
+    for label, count in zip(bounds, point.bucket_counts, strict=True):
         running += count
         buckets.append((label, running))
     return buckets
 
 
-def open_registry(take_snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
+def open_registry(reader: InMemoryMetricReader) -> CollectorRegistry:
     """A registry of its own (never prometheus_client's global one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(take_snapshot))
+    registry.register(MetricsDataCollector(reader))
     return registry
 
 

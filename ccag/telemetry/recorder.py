@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 import attrs
@@ -117,7 +117,7 @@ class _TokenCell:
         self.cache_write = 0
 
 
-def _items(series: dict[_K, _V]) -> list[tuple[_K, _V]]:
+def _items(series: Mapping[_K, _V]) -> list[tuple[_K, _V]]:
     """A copy of ``series.items()``, safe while the Trio thread inserts.
 
     The copy is one C-level step, which a thread switch cannot split; a
