@@ -119,7 +119,9 @@ def run_atheris(name: str, module: ModuleType, seconds: float, artifacts: Path) 
     atheris.Fuzz()
 
 
-def run_hypothesis(name: str, module: ModuleType, seconds: float, artifacts: Path) -> None:
+def run_hypothesis(
+    name: str, module: ModuleType, seconds: float, artifacts: Path
+) -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -170,7 +172,9 @@ def run_hypothesis(name: str, module: ModuleType, seconds: float, artifacts: Pat
             path = save_crash(artifacts, name, failing[-1])
             print(f"{name}: failing input written to {path}", file=sys.stderr)
         raise
-    print(f"{name}: {examples + len(seeds)} Hypothesis examples passed in {seconds:.0f}s")
+    print(
+        f"{name}: {examples + len(seeds)} Hypothesis examples passed in {seconds:.0f}s"
+    )
 
 
 def reproduce(name: str, crash_file: Path, directory: Path = FUZZ_DIR) -> None:
@@ -208,27 +212,52 @@ def run_child(
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return False, f"{name}: hung (no result {CHILD_GRACE_SECONDS:.0f}s past its time)"
+        return (
+            False,
+            f"{name}: hung (no result {CHILD_GRACE_SECONDS:.0f}s past its time)",
+        )
     output = (result.stdout + result.stderr).strip()
     return result.returncode == 0, output
 
 
 def crash_files(artifacts: Path, name: str) -> list[Path]:
-    return sorted(artifacts.glob(f"crash-{name}-*"), key=lambda path: path.stat().st_mtime)
+    return sorted(
+        artifacts.glob(f"crash-{name}-*"), key=lambda path: path.stat().st_mtime
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
-                        help=f"fuzzing time per target (default {DEFAULT_SECONDS:.0f})")
-    parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto")
-    parser.add_argument("--only", nargs="+", metavar="TARGET", help="run only these targets")
-    parser.add_argument("--artifacts", type=Path, default=FUZZ_DIR / "artifacts",
-                        help="where failing inputs are written")
-    parser.add_argument("--reproduce", nargs=2, metavar=("TARGET", "FILE"),
-                        help="run one saved input through a target")
-    parser.add_argument("--targets", type=Path, default=FUZZ_DIR,
-                        help="directory of fuzz_*.py targets (default: this one)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=DEFAULT_SECONDS,
+        help=f"fuzzing time per target (default {DEFAULT_SECONDS:.0f})",
+    )
+    parser.add_argument(
+        "--engine", choices=("auto", "atheris", "hypothesis"), default="auto"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="TARGET", help="run only these targets"
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=FUZZ_DIR / "artifacts",
+        help="where failing inputs are written",
+    )
+    parser.add_argument(
+        "--reproduce",
+        nargs=2,
+        metavar=("TARGET", "FILE"),
+        help="run one saved input through a target",
+    )
+    parser.add_argument(
+        "--targets",
+        type=Path,
+        default=FUZZ_DIR,
+        help="directory of fuzz_*.py targets (default: this one)",
+    )
     parser.add_argument("--child", metavar="TARGET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -258,11 +287,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(target_names(args.targets)))
     if unknown:
         parser.error(f"unknown target(s): {', '.join(unknown)}")
-    print(f"fuzzing {len(names)} targets for {args.seconds:.0f}s each with {engine}", flush=True)
+    print(
+        f"fuzzing {len(names)} targets for {args.seconds:.0f}s each with {engine}",
+        flush=True,
+    )
     failed = []
     for name in names:
         before = set(crash_files(args.artifacts, name))
-        passed, output = run_child(name, args.seconds, engine, args.artifacts, args.targets)
+        passed, output = run_child(
+            name, args.seconds, engine, args.artifacts, args.targets
+        )
         if passed:
             print(f"ok    {name}", flush=True)
             continue

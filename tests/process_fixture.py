@@ -27,7 +27,9 @@ _PROCESSES_FILE = Path(__file__).resolve().parent.parent / "perf" / "processes.p
 
 
 def _load_processes() -> Any:
-    spec = importlib.util.spec_from_file_location("ccag_perf_processes", _PROCESSES_FILE)
+    spec = importlib.util.spec_from_file_location(
+        "ccag_perf_processes", _PROCESSES_FILE
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -84,7 +86,17 @@ def get_json(port: int, path: str, key: str) -> Any:
 
 def create_key(store: str, name: str, *extra: str) -> str:
     result = subprocess.run(
-        [processes.PYTHON, "-m", "ccag", "keys", "create", name, "--store", store, *extra],
+        [
+            processes.PYTHON,
+            "-m",
+            "ccag",
+            "keys",
+            "create",
+            name,
+            "--store",
+            store,
+            *extra,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -99,7 +111,9 @@ def open_fd_count(pid: int) -> int:
 
 
 @contextmanager
-def running_pair(tmp_path: Path, settings: dict[str, str] | None = None) -> Iterator[RunningPair]:
+def running_pair(
+    tmp_path: Path, settings: dict[str, str] | None = None
+) -> Iterator[RunningPair]:
     """Start the simulator and ``ccag serve``; stop both (by pid) afterwards.
 
     Args:
@@ -108,15 +122,21 @@ def running_pair(tmp_path: Path, settings: dict[str, str] | None = None) -> Iter
     """
     store = str(tmp_path / "gateway.sqlite3")
     log_path = tmp_path / "gateway.log"
-    environ = {f"CCAG_{name.upper()}": value for name, value in (settings or {}).items()}
+    environ = {
+        f"CCAG_{name.upper()}": value for name, value in (settings or {}).items()
+    }
     simulator = processes.start_simulator(None)
     gateway = None
     try:
         key = create_key(store, "resilience")
         admin_key = create_key(store, "resilience-admin", "--role", "admin")
-        started = processes.start_gateway(simulator, store, str(log_path), None, environ)
+        started = processes.start_gateway(
+            simulator, store, str(log_path), None, environ
+        )
         gateway = started.process
-        yield RunningPair(simulator, gateway, started.port, key, admin_key, store, log_path)
+        yield RunningPair(
+            simulator, gateway, started.port, key, admin_key, store, log_path
+        )
     finally:
         if gateway is not None:
             processes.stop(gateway, started.log)
@@ -134,4 +154,3 @@ def is_refused(port: int) -> bool:
         except OSError:
             return True
     return False
-

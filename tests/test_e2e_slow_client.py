@@ -56,8 +56,10 @@ async def test_a_stalled_http2_stream_does_not_slow_the_others(tmp_path) -> None
                 slow = client.conn.get_next_available_stream_id()
                 client.stalled.add(slow)
                 await client.request(
-                    "POST", "/v1/messages",
-                    message_body(MODEL, stream=True), key_headers(running.key),
+                    "POST",
+                    "/v1/messages",
+                    message_body(MODEL, stream=True),
+                    key_headers(running.key),
                 )
                 await client.wait_for(
                     lambda: len(client.streams[slow].data) >= DEFAULT_STREAM_WINDOW
@@ -68,8 +70,10 @@ async def test_a_stalled_http2_stream_does_not_slow_the_others(tmp_path) -> None
                 for _ in range(FAST_REQUESTS):
                     started = trio.current_time()
                     stream_id = await client.request(
-                        "POST", "/v1/messages",
-                        message_body(MODEL, stream=True), key_headers(running.key),
+                        "POST",
+                        "/v1/messages",
+                        message_body(MODEL, stream=True),
+                        key_headers(running.key),
                     )
                     state = await client.response(stream_id)
                     latencies.append(trio.current_time() - started)

@@ -73,7 +73,9 @@ async def _exchange(port: int, key: str) -> tuple[int, str, bytes]:
     return status, headers.get("content-type", ""), body
 
 
-def _assert_one_clean_error(expected: str, status: int, content_type: str, body: bytes) -> None:
+def _assert_one_clean_error(
+    expected: str, status: int, content_type: str, body: bytes
+) -> None:
     if expected == "json":
         assert 500 <= status <= 599, (status, body)
         assert content_type.startswith("application/json"), content_type
@@ -131,14 +133,17 @@ async def test_bedrock_faults_leak_no_task_and_no_socket(tmp_path: Path) -> None
                     # answer (a fresh connection, another endpoint): every
                     # retry meets the same fault. The queue is then cleared.
                     pair.simulator.control("/_sim/reset", {})
-                    pair.simulator.control("/_sim/script", [scenario] * CALLS_PER_REQUEST)
+                    pair.simulator.control(
+                        "/_sim/script", [scenario] * CALLS_PER_REQUEST
+                    )
                     status, content_type, body = await _exchange(pair.port, pair.key)
                     _assert_one_clean_error(expected, status, content_type, body)
 
             # A client that leaves mid-stream, too.
             pair.simulator.control("/_sim/reset", {})
             pair.simulator.control(
-                "/_sim/script", [{"type": "text", "deltas": 50, "delay": 0.05}] * REPEATS
+                "/_sim/script",
+                [{"type": "text", "deltas": 50, "delay": 0.05}] * REPEATS,
             )
             for _ in range(REPEATS):
                 exchange = await Exchange.open(

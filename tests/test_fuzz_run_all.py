@@ -11,13 +11,13 @@ RUN_ALL = Path(__file__).resolve().parent.parent / "fuzz" / "run_all.py"
 # Start-up of a child per target plus a second of fuzzing each.
 RUN_TIMEOUT_SECONDS = 120
 
-BROKEN_TARGET = '''
+BROKEN_TARGET = """
 def check(data: bytes) -> None:
     assert b"\\x07" not in data, "the byte 7 breaks this target"
 
 
 SEEDS = [b"fine"]
-'''
+"""
 
 
 def run_all(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,8 +47,14 @@ def test_fuzz_run_all_reports_a_crash_with_a_reproducer(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
 
     result = run_all(
-        "--seconds", "5", "--engine", "hypothesis",
-        "--targets", str(targets), "--artifacts", str(artifacts),
+        "--seconds",
+        "5",
+        "--engine",
+        "hypothesis",
+        "--targets",
+        str(targets),
+        "--artifacts",
+        str(artifacts),
     )
 
     assert result.returncode == 1
@@ -56,6 +62,8 @@ def test_fuzz_run_all_reports_a_crash_with_a_reproducer(tmp_path: Path) -> None:
     (crash,) = artifacts.iterdir()
     assert crash.read_bytes() == b"\x07"  # shrunk to the one byte that matters
     assert f"--reproduce fuzz_broken {crash}" in result.stdout
-    replay = run_all("--targets", str(targets), "--reproduce", "fuzz_broken", str(crash))
+    replay = run_all(
+        "--targets", str(targets), "--reproduce", "fuzz_broken", str(crash)
+    )
     assert replay.returncode != 0
     assert "the byte 7 breaks this target" in replay.stderr

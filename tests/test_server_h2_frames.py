@@ -273,8 +273,9 @@ async def test_h2_frames_streams_over_the_concurrency_limit_are_refused() -> Non
             assert code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.REFUSED_STREAM)
 
 
-async def test_h2_frames_graceful_shutdown_refuses_new_streams_then_goaway_after_the_last(
-) -> None:
+async def test_h2_frames_drain_refuses_new_streams_and_sends_goaway_after_the_last() -> (
+    None
+):
     # The GOAWAY waits for the open stream: h2-based clients (httpx) drop a
     # stream's remaining DATA after any GOAWAY (see Http2Connection).
     shutdown = trio.Event()

@@ -125,7 +125,9 @@ async def test_a_second_sigterm_stops_at_once_and_still_writes_spend(
             assert await exchange.chunk()
             os.kill(pair.pid, signal.SIGTERM)
             await trio.sleep(0.5)
-            assert pair.gateway.poll() is None, "the first signal must wait for the stream"
+            assert pair.gateway.poll() is None, (
+                "the first signal must wait for the stream"
+            )
             os.kill(pair.pid, signal.SIGTERM)
             signalled_at = trio.current_time()
             code = await _wait_exit(pair.gateway, SECOND_SIGNAL_EXIT_SECONDS)

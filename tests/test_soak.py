@@ -57,7 +57,9 @@ RSS_TOLERANCE_BYTES = 48 * 1024 * 1024
 # How long the gateway may take to finish the last requests' bookkeeping.
 SETTLE_SECONDS = 10.0
 
-_REQUESTS_TOTAL = re.compile(r'^ccag_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+_REQUESTS_TOTAL = re.compile(
+    r"^ccag_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$"
+)
 
 
 def _request_bytes(port: int, key: str) -> bytes:
@@ -77,7 +79,9 @@ def _request_bytes(port: int, key: str) -> bytes:
     return head.encode() + body
 
 
-def _load(tmp_path: Path, port: int, key: str, seconds: float, name: str) -> dict[str, Any]:
+def _load(
+    tmp_path: Path, port: int, key: str, seconds: float, name: str
+) -> dict[str, Any]:
     request_file = tmp_path / f"{name}.http"
     request_file.write_bytes(_request_bytes(port, key))
     spec_file = tmp_path / f"{name}.json"
@@ -115,7 +119,9 @@ def _settled(pair: Any) -> dict[str, Any]:
     while True:
         reading = dict(pair.runtime())
         steady = previous is not None and reading["tasks"] == previous["tasks"]
-        if (steady and reading["requests_in_flight"] == 0) or time.monotonic() > deadline:
+        if (
+            steady and reading["requests_in_flight"] == 0
+        ) or time.monotonic() > deadline:
             return reading
         previous = reading
         time.sleep(0.5)
@@ -135,14 +141,20 @@ def _statuses(pair: Any) -> dict[str, float]:
             continue
         status = re.search(r'status="([^"]*)"', match.group("labels"))
         assert status is not None, line
-        totals[status.group(1)] = totals.get(status.group(1), 0.0) + float(match.group("value"))
+        totals[status.group(1)] = totals.get(status.group(1), 0.0) + float(
+            match.group("value")
+        )
     return totals
 
 
 @pytest.mark.slow
 def test_soak_500_streams_for_a_minute_leave_no_leak(tmp_path: Path) -> None:
     with running_pair(tmp_path) as pair:
-        stream = {"type": "text", "deltas": STREAM_DELTAS, "delay": STREAM_DELAY_SECONDS}
+        stream = {
+            "type": "text",
+            "deltas": STREAM_DELTAS,
+            "delay": STREAM_DELAY_SECONDS,
+        }
         pair.simulator.control("/_sim/script", [stream] * SCRIPTED_STREAMS)
 
         warmup = _load(tmp_path, pair.port, pair.key, WARMUP_SECONDS, "warmup")
