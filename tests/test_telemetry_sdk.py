@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 import trio
-from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter, ObservableUpDownCounter
+from opentelemetry.sdk.metrics import (
+    MeterProvider,
+    ObservableCounter,
+    ObservableUpDownCounter,
+)
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
