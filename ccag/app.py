@@ -8,17 +8,19 @@ stops, in-flight requests get their grace period and the loops stop.
 
 from __future__ import annotations
 
-import logging
-import os
 import functools
 import json
-from typing import Any, Mapping
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
 
 from ccag.anthropic.models import ModelCatalog
 from ccag.api.admin import register_admin_routes
+from ccag.api.admin.endpoints import register_endpoint_routes
 from ccag.api.admin.spend import register_spend_routes
 from ccag.api.count_tokens import CountTokensRoute
 from ccag.api.debug import runtime_handler
@@ -32,18 +34,17 @@ from ccag.auth.login import login_handler
 from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
 from ccag.bedrock.credentials import CredentialSource, has_credentials
 from ccag.bedrock.endpoint import resolve_endpoint_url
-from ccag.bedrock.facts import apply_beta_overrides, default_geo_prefix, shipped_models
+from ccag.bedrock.facts import apply_beta_overrides, shipped_models
 from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
-from ccag.api.admin.endpoints import register_endpoint_routes
 from ccag.config import Config
 from ccag.errors import ConfigError
 from ccag.liveview import register_liveview
 from ccag.server import serve
 from ccag.services import Services
 from ccag.spend.system import start_spend_system
-from ccag.websearch.settings import search_settings
 from ccag.store import open_store
 from ccag.telemetry import Telemetry
+from ccag.websearch.settings import search_settings
 
 logger = logging.getLogger("ccag")
 
@@ -101,6 +102,7 @@ async def run_gateway(
         simulator = None
         if use_simulator:
             from ccag.simulator import run_simulator
+            from ccag.simulator.handler import SEARCH_PATH
 
             logger.warning(
                 "ccag is serving from the bundled Bedrock SIMULATOR, not AWS "
@@ -112,6 +114,11 @@ async def run_gateway(
             region = simulator.region
             credentials = CredentialSource.static(simulator.access_key, simulator.secret_key)
             logger.info("simulator listening at %s", endpoint_url)
+            if config.web_search_provider is None:
+                # Web search in simulator mode stays on this machine too.
+                config = config.replace(
+                    web_search_provider="custom", web_search_url=endpoint_url + SEARCH_PATH
+                )
         else:
             endpoint_url = resolve_endpoint_url(config.endpoint_url, region, environ)
             if credentials is None:
@@ -127,7 +134,6 @@ async def run_gateway(
             await _announce_demo_key(store, keys)
         nursery.start_soon(keys.run_refresh_loop, config.key_refresh)
 
-        geo_prefix = config.geo_prefix or default_geo_prefix(region)
         # Bedrock endpoints, routing and failover (ccag.bedrock.wiring).
         upstream = await open_router(
             config, store, catalog,
@@ -164,7 +170,8 @@ async def run_gateway(
         try:
             async with trio.open_nursery() as front:
                 port = await front.start(functools.partial(serve, router, config, shutdown=shutdown))
-                logger.info("ccag listening on http://%s:%d", config.host, port)
+                scheme = "https" if config.tls_cert else "http"
+                logger.info("ccag listening on %s://%s:%d", scheme, config.host, port)
                 task_status.started(Gateway(config, port, services, simulator, store, sessions))
             # serve returned: the listener is closed and in-flight requests
             # finished or ran out of grace. Only the background loops remain.
@@ -191,12 +198,12 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
         try:
             await credentials.get()
             results["credentials"] = "ok"
-        except Exception as exc:  # any failure means "not ready", said in words
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in words
             results["credentials"] = f"unavailable: {type(exc).__name__}"
         try:
             await store.ping()
             results["store"] = "ok"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - likewise
             results["store"] = f"unavailable: {type(exc).__name__}"
         return results
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import trio
 
 from ccag import __version__
 from ccag.config import SETTINGS, load_config
 from ccag.errors import ConfigError
+from ccag.store.base import StoreError
 
 logger = logging.getLogger("ccag")
 
@@ -41,7 +44,7 @@ def _add_serve(subparsers: Any) -> None:
         default = "" if setting.default is None else f" (default: {setting.default})"
         if setting.kind is bool:
             parser.add_argument(
-                setting.flag, dest=setting.name, action="store_const", const=True,
+                setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction,
                 default=None, help=setting.help + default,
             )
         else:
@@ -68,21 +71,41 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"ccag: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level)
+    return run_reporting_startup_errors(_serve_until_signalled, config)
+
+
+# What a setting that looked valid can still run into when the gateway
+# starts: a port in use, a certificate that does not load, a store that
+# cannot be opened, a file it cannot read. Each is the operator's to fix, so
+# it is said in one line, not as a traceback.
+STARTUP_ERRORS: tuple[type[BaseException], ...] = (ConfigError, StoreError, OSError, ssl.SSLError)
+
+
+def run_reporting_startup_errors(main: Any, *args: Any) -> int:
+    """``trio.run(main, *args)``; a start-up error is logged as one line, exit 2."""
     try:
-        trio.run(_serve_until_signalled, config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
+        trio.run(main, *args)
+    except STARTUP_ERRORS as exc:
+        _report(exc)
         return 2
     except BaseExceptionGroup as group:
-        # A setting that proves unusable once the gateway starts (a store it
-        # cannot open, a bad file) arrives wrapped by the nursery it broke.
-        config_errors, _ = group.split(ConfigError)
-        if config_errors is None:
+        # Errors raised inside a nursery arrive wrapped in a group.
+        known, rest = group.split(STARTUP_ERRORS)
+        if known is None or rest is not None:
             raise
-        for error in _leaves(config_errors):
-            logger.error("%s", error)
+        for error in _leaves(known):
+            _report(error)
         return 2
     return 0
+
+
+def _report(error: BaseException) -> None:
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({error.filename})" if error.filename else ""
+        logger.error("cannot start: %s%s", error.strerror, where)
+    else:
+        logger.error("cannot start: %s", error)
+    logger.debug("start-up failure", exc_info=error)
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

@@ -170,7 +170,7 @@ SETTINGS: tuple[Setting, ...] = (
         _positive,
     ),
     Setting("web_search", bool, True, "run Anthropic's web_search server tool by interception (off: such requests get a 400)"),
-    Setting("web_search_provider", str, "duckduckgo", "search provider: duckduckgo, tavily, serper, brave, searxng or custom"),
+    Setting("web_search_provider", str, None, "search provider: duckduckgo (the default), tavily, serper, brave, searxng or custom; in simulator mode the simulator's made-up results unless one is named"),
     Setting("web_search_url", str, None, "the provider's endpoint (default: its public one; required for searxng and custom)"),
     Setting("web_search_api_key", str, None, "API key of web_search_provider (tavily, serper, brave; optional for searxng and custom)"),
     Setting("web_search_api_keys", str, None, "keys of other providers named in web_search_by_owner: tavily=KEY,brave=KEY"),

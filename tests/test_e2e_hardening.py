@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 import trio
+
+from ccag.app import run_gateway
+from ccag.auth.keys import create_key
+from ccag.config import load_config
 
 from tests.e2e_client import key_headers, post_messages, request
 from tests.gateway_fixture import open_gateway
@@ -75,3 +82,33 @@ async def test_models_can_be_paged_and_retrieved_one_by_one(tmp_path) -> None:
     assert one.status == 200 and one.json()["id"] == "claude-sonnet-4-5"
     assert one.json()["type"] == "model"
     assert missing.status == 404 and missing.json()["error"]["type"] == "not_found_error"
+
+
+async def test_web_search_in_simulator_mode_never_leaves_the_machine(tmp_path) -> None:
+    config = load_config(
+        {"port": 0, "store": str(tmp_path / "s.sqlite3"), "simulator": "on"}, environ={}
+    )
+    body = json.dumps(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 100,
+            "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}],
+            "messages": [{"role": "user", "content": "what is trio? [sim:search 1]"}],
+        }
+    ).encode()
+
+    with trio.fail_after(TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            gateway = await nursery.start(
+                functools.partial(run_gateway, config, environ={})
+            )
+            key = await create_key(gateway.store, "searcher", user="searcher")
+            await gateway.services.keys.refresh()
+            reply = await post_messages(gateway.port, key, body)
+            nursery.cancel_scope.cancel()
+
+    blocks = reply.json()["content"]
+    results = next(block for block in blocks if block["type"] == "web_search_tool_result")
+    assert reply.status == 200
+    assert gateway.services.config.web_search_provider == "custom"
+    assert all(item["url"].startswith("https://example.com/simulated/") for item in results["content"])

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import trio
 
 from ccag.config import Config
+from ccag.errors import ConfigError
 from ccag.server.common import READ_SIZE, is_accept_exhaustion
 from ccag.server.http1 import Http1Connection
 from ccag.server.http2 import H2_PREFACE, Http2Connection
@@ -154,7 +155,13 @@ def _tls_context(config: Config) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     # RFC 9113 9.2: HTTP/2 over TLS needs TLS 1.2 or later.
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls_cert, config.tls_key)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"tls_cert/tls_key: cannot load {config.tls_cert} and {config.tls_key}: "
+            f"{getattr(exc, 'strerror', None) or exc}"
+        ) from exc
     context.set_alpn_protocols(ALPN_PROTOCOLS)
     return context
 
@@ -180,7 +187,11 @@ async def serve(
         OSError: the address cannot be bound.
     """
     ssl_context = _tls_context(config) if config.tls_cert else None
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    try:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    except OSError as exc:
+        # Name the address: "Address already in use" alone does not say which.
+        raise OSError(exc.errno, exc.strerror, f"{config.host}:{config.port}") from exc
     port = int(listeners[0].socket.getsockname()[1])
     server = _Server(handler, config, ssl_context)
     logger.info(

@@ -61,8 +61,9 @@ def describe(simulator: Simulator) -> str:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    trio.run(_simulate_until_signalled, args)
-    return 0
+    from ccag.cli import run_reporting_startup_errors
+
+    return run_reporting_startup_errors(_simulate_until_signalled, args)
 
 
 async def _simulate_until_signalled(args: argparse.Namespace) -> None:

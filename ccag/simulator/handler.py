@@ -8,7 +8,9 @@ One :class:`BedrockSimulator` serves, on one port:
 * ``/_sim/...``, the control API for out-of-process users: ``POST
   /_sim/script`` queues scenarios (a JSON list, or ``{"scenarios": [...],
   "model": ..., "kind": ...}``), ``GET /_sim/requests`` lists what arrived,
-  ``POST /_sim/reset`` forgets both. It needs no signature.
+  ``POST /_sim/reset`` forgets both, ``POST /_sim/search`` answers web
+  searches with made-up results in ccag's custom provider protocol. It needs
+  no signature.
 
 A model call is checked in Bedrock's order: signature (or a Bedrock API key
 as ``Authorization: Bearer``), model id, body. Then the first queued scenario
@@ -486,6 +488,8 @@ class BedrockSimulator:
         elif request.method == "POST" and request.path == "/_sim/reset":
             self.reset()
             await _send_json(responder, 200, {"reset": True})
+        elif request.method == "POST" and request.path == SEARCH_PATH:
+            await _send_json(responder, 200, simulated_search(_try_json(request.body)))
         elif request.method == "POST" and request.path == "/_sim/script":
             try:
                 queued = self._script_from_json(_try_json(request.body))
@@ -510,6 +514,30 @@ class BedrockSimulator:
             raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}")
         self.script(*scenarios, model=model, kind=kind)
         return len(scenarios)
+
+
+# A stand-in search service in ccag's "custom" provider protocol, so that web
+# search works in simulator mode without a query leaving the machine.
+SEARCH_PATH = "/_sim/search"
+SIMULATED_RESULTS = 3
+
+
+def simulated_search(request: Any) -> dict[str, Any]:
+    """Deterministic results for a query (ccag.websearch.providers.custom)."""
+    query = request.get("query") if isinstance(request, dict) else None
+    query = query if isinstance(query, str) else ""
+    slug = "-".join(query.lower().split())[:60] or "empty"
+    return {
+        "results": [
+            {
+                "url": f"https://example.com/simulated/{slug}/{rank}",
+                "title": f"Simulated result {rank} for {query[:100]}",
+                "snippet": f"A simulated search result about {query[:100]} (simulator mode).",
+                "page_age": "2026-01-01",
+            }
+            for rank in range(1, SIMULATED_RESULTS + 1)
+        ]
+    }
 
 
 def resolve_model_name(encoded_model: str) -> str:

@@ -65,6 +65,10 @@ class SearchSettings:
         return self.default
 
 
+# Needs no key and no account, so web search works on the first run.
+DEFAULT_PROVIDER = "duckduckgo"
+
+
 def search_settings(config: Any) -> SearchSettings:
     """The web search settings of ``config``, parsed once per distinct value.
 
@@ -74,7 +78,7 @@ def search_settings(config: Any) -> SearchSettings:
     """
     return _parse(
         bool(config.web_search),
-        str(config.web_search_provider),
+        str(config.web_search_provider or DEFAULT_PROVIDER),
         config.web_search_url,
         config.web_search_api_key,
         config.web_search_by_owner,

@@ -1,0 +1,63 @@
+"""`ccag serve` and `ccag simulate` refuse what they cannot run with one line."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+CLI = [sys.executable, "-m", "ccag"]
+TIMEOUT_S = 60
+
+
+def run(*args: str, tmp_path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AWS_EC2_METADATA_DISABLED": "true"}
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False
+    )
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_2(tmp_path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(
+            "serve", "--simulator", "on", "--port", str(port),
+            "--store", str(tmp_path / "s.sqlite3"), tmp_path=tmp_path,
+        )
+        simulate = run("simulate", "--port", str(port), tmp_path=tmp_path)
+
+    assert result.returncode == 2
+    assert f"cannot start: Address already in use (127.0.0.1:{port})" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert simulate.returncode == 2 and "Traceback" not in simulate.stderr
+
+
+def test_a_missing_certificate_is_named(tmp_path) -> None:
+    result = run(
+        "serve", "--simulator", "on", "--port", "0", "--store", str(tmp_path / "s.sqlite3"),
+        "--tls-cert", str(tmp_path / "no.pem"), "--tls-key", str(tmp_path / "no.key"),
+        tmp_path=tmp_path,
+    )
+
+    assert result.returncode == 2
+    assert "cannot load" in result.stderr and "no.pem" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_store_that_cannot_be_created_is_named(tmp_path) -> None:
+    result = run(
+        "serve", "--simulator", "on", "--port", "0", "--store", "/proc/ccag/s.sqlite3",
+        tmp_path=tmp_path,
+    )
+
+    assert result.returncode == 2
+    assert "/proc/ccag/s.sqlite3" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_boolean_settings_can_be_turned_off_on_the_command_line(tmp_path) -> None:
+    result = run("serve", "--help", tmp_path=tmp_path)
+
+    assert "--no-web-search" in result.stdout
