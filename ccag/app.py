@@ -33,7 +33,7 @@ from ccag.auth.keys import KeyCache, create_key
 from ccag.auth.login import login_handler
 from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
 from ccag.bedrock.credentials import CredentialSource, has_credentials
-from ccag.bedrock.endpoint import resolve_endpoint_url
+from ccag.bedrock.endpoint import default_runtime_url, resolve_endpoint_url
 from ccag.bedrock.facts import apply_beta_overrides, shipped_models
 from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
 from ccag.config import Config
@@ -138,7 +138,11 @@ async def run_gateway(
         upstream = await open_router(
             config, store, catalog,
             region=region, endpoint_url=endpoint_url,
-            explicit_url=use_simulator or bool(config.endpoint_url), credentials=credentials,
+            # A runtime URL from a flag or AWS_ENDPOINT_URL_BEDROCK_RUNTIME is a
+            # stand-in for Bedrock: its control plane (discovery) is the same
+            # host, never the real AWS one.
+            explicit_url=use_simulator or endpoint_url != default_runtime_url(region),
+            credentials=credentials,
             environ=environ,
         )
         client = upstream

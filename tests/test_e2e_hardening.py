@@ -10,7 +10,6 @@ import trio
 from ccag.app import run_gateway
 from ccag.auth.keys import create_key
 from ccag.config import load_config
-
 from tests.e2e_client import key_headers, post_messages, request
 from tests.gateway_fixture import open_gateway
 
@@ -112,3 +111,31 @@ async def test_web_search_in_simulator_mode_never_leaves_the_machine(tmp_path) -
     assert reply.status == 200
     assert gateway.services.config.web_search_provider == "custom"
     assert all(item["url"].startswith("https://example.com/simulated/") for item in results["content"])
+
+
+async def test_a_runtime_url_from_the_environment_keeps_discovery_off_aws(tmp_path) -> None:
+    from ccag.bedrock.credentials import CredentialSource
+    from ccag.simulator import open_simulator
+
+    async with open_simulator() as simulator:
+        config = load_config(
+            {"port": 0, "store": str(tmp_path / "s.sqlite3"), "simulator": "off",
+             "region": simulator.region},
+            environ={},
+        )
+        environ = {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": simulator.url}
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                gateway = await nursery.start(
+                    functools.partial(
+                        run_gateway, config, environ=environ,
+                        credentials=CredentialSource.static(
+                            simulator.access_key, simulator.secret_key
+                        ),
+                    )
+                )
+                (spec,) = gateway.services.upstream.specs
+                nursery.cancel_scope.cancel()
+
+    assert spec.url == simulator.url
+    assert spec.control_url == simulator.url

@@ -38,7 +38,11 @@ def resolve_endpoint_url(explicit: str | None, region: str, environ: Mapping[str
     for candidate in (explicit, *(environ.get(name) for name in ENDPOINT_ENV_VARS)):
         if candidate:
             return candidate.rstrip("/")
+    return default_runtime_url(region)
 
+
+def default_runtime_url(region: str) -> str:
+    """Bedrock Runtime's public URL in ``region``."""
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"https://bedrock-runtime.{region}.{suffix}"
 
