@@ -4,11 +4,17 @@ Runs the calls one ``/v1/messages`` request makes (request_started,
 request_finished, usage, one tool call) against:
 
 - a no-op object with the same methods (the floor: Python call overhead),
-- ccag's Telemetry with Prometheus only,
-- ccag's Telemetry with OTLP pointed at a closed loopback port (the push
-  fails in the background; recording must cost the same),
-- for comparison, the OpenTelemetry SDK's synchronous instruments with two
-  readers, which is what recording through a MeterProvider would cost.
+- ccag's Recorder alone: the cells with no reader, which is the whole
+  request path of the design before the MeterProvider,
+- ccag's Telemetry (the SDK MeterProvider) with the Prometheus reader only,
+- ccag's Telemetry with the OTLP reader too, pointed at a closed loopback
+  port (its thread pushes and fails every 20 ms; recording must cost the
+  same),
+- for comparison, the two histograms recorded through the SDK's synchronous
+  ``Histogram.record`` with two readers and attribute dicts cached per label
+  set (the rest through cells), which is why ccag keeps them in cells,
+- and the cost off the request path: one Prometheus scrape (collect and
+  render) of the series the run left.
 
 Usage: python perf/bench_telemetry.py [--requests N]
 """
@@ -22,7 +28,8 @@ from typing import Any
 
 import trio
 
-from ccag.telemetry import Telemetry
+from ccag.telemetry import DURATION_BUCKETS_MS, Telemetry
+from ccag.telemetry.recorder import Recorder
 
 MODELS = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"]
 
@@ -41,41 +48,46 @@ class NoOpTelemetry:
         pass
 
 
-class SdkTelemetry:
-    """The same four calls through OpenTelemetry SDK synchronous instruments."""
+class SdkHistogramTelemetry(Recorder):
+    """The cells, plus the two histograms recorded through the SDK's
+    synchronous Histogram.record (a View for the buckets, two readers,
+    attribute dicts built once per label set): its cost over the cells is
+    what recording the histograms through the SDK would add."""
 
     def __init__(self) -> None:
-        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 
-        provider = MeterProvider(metric_readers=[InMemoryMetricReader(), InMemoryMetricReader()])
-        meter = provider.get_meter("bench")
-        self.in_flight = meter.create_up_down_counter("in_flight")
-        self.requests = meter.create_counter("requests")
-        self.duration = meter.create_histogram("duration")
-        self.ttft = meter.create_histogram("ttft")
-        self.tokens = [meter.create_counter(f"tokens_{i}") for i in range(4)]
-        self.tools = meter.create_counter("tools")
-
-    def request_started(self) -> None:
-        self.in_flight.add(1)
+        super().__init__(MODELS, ["default"])
+        self.provider = MeterProvider(
+            metric_readers=[InMemoryMetricReader(), InMemoryMetricReader()],
+            exemplar_filter=AlwaysOffExemplarFilter(),
+            shutdown_on_exit=False,
+            views=[View(instrument_type=Histogram, aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS_MS))],
+        )
+        meter = self.provider.get_meter("bench")
+        self.duration = meter.create_histogram("ccag.request.duration_ms")
+        self.ttft = meter.create_histogram("ccag.request.ttft_ms")
+        self.duration_attributes: dict[tuple[str, bool, int], dict[str, str]] = {}
+        self.ttft_attributes: dict[tuple[str, bool], dict[str, str]] = {}
 
     def request_finished(self, model: str, streaming: bool, status: int, duration_ms: float, ttft_ms: float | None) -> None:
-        attributes = {"model": model, "streaming": "true" if streaming else "false", "status": str(status)}
-        self.in_flight.add(-1)
-        self.requests.add(1, attributes)
+        super().request_finished(model, streaming, status, duration_ms, ttft_ms)
+        key = (model, streaming, status)
+        attributes = self.duration_attributes.get(key)
+        if attributes is None:
+            attributes = self.duration_attributes[key] = {
+                "model": model, "streaming": "true" if streaming else "false", "status": str(status)
+            }
         self.duration.record(duration_ms, attributes)
         if ttft_ms is not None:
-            self.ttft.record(ttft_ms, {"model": model, "streaming": attributes["streaming"]})
-
-    def usage(self, model: str, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> None:
-        attributes = {"model": model}
-        for counter, value in zip(self.tokens, (input_tokens, output_tokens, cache_read, cache_write)):
-            counter.add(value, attributes)
-
-    def tool_calls(self, names: list[str]) -> None:
-        for name in names:
-            self.tools.add(1, {"tool": name, "type": "builtin"})
+            ttft_attributes = self.ttft_attributes.get(key[:2])
+            if ttft_attributes is None:
+                ttft_attributes = self.ttft_attributes[key[:2]] = {
+                    "model": model, "streaming": attributes["streaming"]
+                }
+            self.ttft.record(ttft_ms, ttft_attributes)
 
 
 def per_request_us(telemetry: Any, requests: int) -> float:
@@ -118,20 +130,35 @@ async def bench_with_failing_otlp(requests: int) -> tuple[float, int]:
     return total / slices, pushes
 
 
+def scrape_ms(telemetry: Telemetry) -> tuple[float, int]:
+    started = time.perf_counter()
+    body, _ = telemetry.render_prometheus()
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return elapsed_ms, samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
 
     noop = min(per_request_us(NoOpTelemetry(), args.requests) for _ in range(3))
-    ours = min(per_request_us(Telemetry({}, MODELS, ["default"]), args.requests) for _ in range(3))
+    cells = min(per_request_us(Recorder(MODELS, ["default"]), args.requests) for _ in range(3))
+    prometheus_only = Telemetry({}, MODELS, ["default"])
+    ours = min(per_request_us(prometheus_only, args.requests) for _ in range(3))
     failing, _ = trio.run(bench_with_failing_otlp, args.requests)
-    sdk = per_request_us(SdkTelemetry(), args.requests // 10)
+    sdk_histograms = SdkHistogramTelemetry()
+    sdk = min(per_request_us(sdk_histograms, args.requests // 10) for _ in range(3))
+    sdk_histograms.provider.shutdown()
+    scrape, samples = min(scrape_ms(prometheus_only) for _ in range(5))
 
-    print(f"no-op telemetry:                     {noop:6.2f} us/request")
-    print(f"ccag telemetry (Prometheus):         {ours:6.2f} us/request ({ours - noop:.2f} us over no-op)")
-    print(f"ccag telemetry (+ OTLP, port closed): {failing:6.2f} us/request ({failing - noop:.2f} us over no-op)")
-    print(f"OTel SDK sync instruments, 2 readers: {sdk:6.2f} us/request (for comparison)")
+    print(f"no-op telemetry:                          {noop:6.2f} us/request")
+    print(f"cells only (Recorder, no readers):        {cells:6.2f} us/request ({cells - noop:.2f} us over no-op)")
+    print(f"MeterProvider, Prometheus reader:         {ours:6.2f} us/request ({ours - noop:.2f} us over no-op)")
+    print(f"MeterProvider, + OTLP reader (port shut): {failing:6.2f} us/request ({failing - noop:.2f} us over no-op)")
+    print(f"cells + histograms via SDK .record:       {sdk:6.2f} us/request ({sdk - cells:.2f} us over cells)")
+    print(f"one scrape (collect + render), {samples} samples: {scrape:.2f} ms")
 
 
 if __name__ == "__main__":
