@@ -55,9 +55,16 @@ class SdkHistogramTelemetry(Recorder):
     what recording the histograms through the SDK would add."""
 
     def __init__(self) -> None:
-        from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
+        from opentelemetry.sdk.metrics import (
+            AlwaysOffExemplarFilter,
+            Histogram,
+            MeterProvider,
+        )
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+        from opentelemetry.sdk.metrics.view import (
+            ExplicitBucketHistogramAggregation,
+            View,
+        )
 
         super().__init__(MODELS, ["default"])
         self.provider = MeterProvider(
