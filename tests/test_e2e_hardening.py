@@ -139,3 +139,16 @@ async def test_a_runtime_url_from_the_environment_keeps_discovery_off_aws(tmp_pa
 
     assert spec.url == simulator.url
     assert spec.control_url == simulator.url
+
+
+async def test_the_simulator_forgets_old_requests(monkeypatch) -> None:
+    from ccag.simulator import handler, open_simulator
+
+    monkeypatch.setattr(handler, "MAX_RECORDED_REQUESTS", 3)
+    with trio.fail_after(TIMEOUT_S):
+        async with open_simulator() as simulator:
+            for index in range(5):
+                await request(simulator.port, "GET", f"/unknown-{index}")
+            kept = [record.target for record in simulator.requests]
+
+    assert kept == ["/unknown-2", "/unknown-3", "/unknown-4"]

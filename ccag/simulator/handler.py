@@ -290,6 +290,9 @@ class BedrockSimulator:
             raw_body=request.body,
         )
         self.requests.append(record)
+        if len(self.requests) > MAX_RECORDED_REQUESTS:
+            # A demo gateway left running must not keep every prompt forever.
+            del self.requests[: len(self.requests) - MAX_RECORDED_REQUESTS]
         if kind == MANTLE:
             await serve_mantle(self, request, responder, record)
             return
@@ -515,6 +518,9 @@ class BedrockSimulator:
         self.script(*scenarios, model=model, kind=kind)
         return len(scenarios)
 
+
+# Requests kept for tests and GET /_sim/requests; older ones are forgotten.
+MAX_RECORDED_REQUESTS = 1000
 
 # A stand-in search service in ccag's "custom" provider protocol, so that web
 # search works in simulator mode without a query leaving the machine.
