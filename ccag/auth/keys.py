@@ -293,7 +293,8 @@ def _refusal(info: KeyInfo | None) -> AuthError:
         return AuthError(
             401,
             "invalid x-api-key: this key is not known to the gateway; check that "
-            "ANTHROPIC_API_KEY holds a key from `ccag keys create`",
+            "ANTHROPIC_API_KEY holds a key from `ccag keys create` (a key created "
+            "in the last few seconds is accepted once the gateway refreshes its keys)",
             INVALID_KEY,
         )
     if info.revoked:

@@ -119,7 +119,7 @@ async def run_with_failover(
             last_error = error
             reasons.append(f"{spec.id}: {error.status} {getattr(error, 'metric_error_type', '')}".rstrip())
             logger.warning(
-                "endpoint %s failed for %s (%d %s); trying the next one",
+                "endpoint %s failed for %s (%d %s)",
                 spec.id, model_name[:80], error.status, getattr(error, "metric_error_type", ""),
             )
 
