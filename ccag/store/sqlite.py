@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import Any
 
 from ccag.store.base import Connection, Params, StoreConflict, StoreError
@@ -12,6 +13,12 @@ from ccag.store.base import Connection, Params, StoreConflict, StoreError
 # Writes are short (one key, one session, one spend batch), so seconds of
 # waiting means something is stuck, not busy.
 BUSY_TIMEOUT_SECONDS = 5.0
+
+# Switching a new file to WAL needs an exclusive lock that SQLite does not
+# wait for through the busy timeout, so gateways opening a fresh store
+# together would fail at once with "database is locked": they retry the
+# switch this often, for up to BUSY_TIMEOUT_SECONDS.
+WAL_RETRY_SECONDS = 0.05
 
 # The database holds key hashes and password hashes: only the owner may read.
 FILE_MODE = 0o600
@@ -45,11 +52,23 @@ class SqliteConnection(Connection):
                 isolation_level=None,
                 check_same_thread=False,  # the Store's lock serialises use
             )
-            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._switch_to_wal()
             self._connection.execute("PRAGMA foreign_keys=ON")
             self._connection.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         except sqlite3.Error as exc:
             raise _translate(exc, path) from exc
+
+    def _switch_to_wal(self) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                is_busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not is_busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(WAL_RETRY_SECONDS)
 
     def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         try:
