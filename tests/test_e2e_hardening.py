@@ -152,3 +152,26 @@ async def test_the_simulator_forgets_old_requests(monkeypatch) -> None:
             kept = [record.target for record in simulator.requests]
 
     assert kept == ["/unknown-2", "/unknown-3", "/unknown-4"]
+
+
+async def test_client_credentials_never_reach_bedrock(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            headers = [
+                ("x-api-key", running.key),
+                ("authorization", f"Bearer {running.key}"),
+                ("anthropic-version", "2023-06-01"),
+                ("content-type", "application/json"),
+            ]
+            reply = await request(
+                running.port, "POST", "/v1/messages", headers=headers,
+                body=b'{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"x"}]}',
+            )
+            (received,) = running.simulator.model_requests()
+
+    assert reply.status == 200
+    sent = json.dumps([list(pair) for pair in received.headers.items]) + json.dumps(received.body)
+    assert running.key not in sent
+    assert "x-api-key" not in sent.lower()
+    authorization = received.headers.get("authorization") or ""
+    assert authorization.startswith("AWS4-HMAC-SHA256 ")
