@@ -17,7 +17,7 @@ import trio
 from ccag.anthropic.capabilities import CapabilityMemory
 from ccag.anthropic.models import ModelCatalog
 from ccag.api.outcome import Outcome
-from ccag.bedrock.upstream import Upstream
+from ccag.bedrock.router import EndpointRouter
 from ccag.config import Config
 from ccag.errors import ApiError
 from ccag.server.types import Request
@@ -34,7 +34,7 @@ class Services:
     config: Config
     catalog: ModelCatalog
     capabilities: CapabilityMemory
-    upstream: Upstream
+    upstream: EndpointRouter
     keys: Any
     telemetry: Any
     geo_prefix: str
