@@ -231,6 +231,9 @@ class EndpointRouter:
         self._bearer_overrides = dict(bearer_overrides or {})
         self._round_robin = RoundRobin()
         self._endpoints: dict[str, RoutedEndpoint] = {}
+        # The endpoints by priority, sorted when they change rather than on
+        # every request (each request's plan and model key read them).
+        self._by_priority: tuple[EndpointSpec, ...] = ()
         self._retired: list[RoutedEndpoint] = []
         for spec in specs:
             self._add(spec)
@@ -263,6 +266,7 @@ class EndpointRouter:
             first_byte_timeout=first_byte_timeout,
         )
         self._endpoints[spec.id] = RoutedEndpoint(spec, upstream, credentials, bearer)
+        self._sort_endpoints()
         fetch = list_profiles_fetcher(spec.control_plane_url(), spec.region, credentials, bearer)
         self.discovery.set_endpoint(spec.id, fetch)
 
@@ -276,15 +280,20 @@ class EndpointRouter:
             if wanted.get(endpoint_id) != current.spec:
                 self._retired.append(self._endpoints.pop(endpoint_id))
                 self.discovery.remove_endpoint(endpoint_id)
+                self._sort_endpoints()
         for spec in specs:
             if spec.id not in self._endpoints:
                 self._add(spec)
         if rules is not None:
             self.rules = rules
 
+    def _sort_endpoints(self) -> None:
+        specs = [endpoint.spec for endpoint in self._endpoints.values()]
+        self._by_priority = tuple(by_priority(specs))
+
     @property
     def specs(self) -> list[EndpointSpec]:
-        return by_priority([endpoint.spec for endpoint in self._endpoints.values()])
+        return list(self._by_priority)
 
     @property
     def endpoint_ids(self) -> list[str]:
@@ -296,7 +305,7 @@ class EndpointRouter:
     @property
     def home_geography(self) -> str:
         """The geography of teams that name none."""
-        return self.rules.geography or self.specs[0].geo_prefix
+        return self.rules.geography or self._by_priority[0].geo_prefix
 
     # -- the single-upstream interface (count_tokens) -------------------------
 
@@ -355,7 +364,7 @@ class EndpointRouter:
         route = self.rules.teams.get(team or "", NO_TEAM_ROUTE)
         geography = route.geography or self.home_geography
         candidates = eligible(
-            self.specs,
+            self._by_priority,
             allowed_ids=route.endpoints,
             geography=geography,
             allow_cross_geography=self.rules.allow_cross_geography,
