@@ -56,6 +56,14 @@ def _add_serve(subparsers: Any) -> None:
 
 
 def configure_logging(level: str) -> None:
+    # Every request logs an access line. The format shows none of the
+    # caller's file, line, thread or process, so skip finding them for each
+    # record (the logging HOWTO's "Optimization" switches): ~25% of the
+    # line's cost.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
