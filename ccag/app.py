@@ -34,6 +34,7 @@ from ccag.auth.login import login_handler
 from ccag.auth.sessions import SessionManager, ensure_bootstrap_admin
 from ccag.bedrock.credentials import CredentialSource, has_credentials
 from ccag.bedrock.endpoint import default_runtime_url, resolve_endpoint_url
+from ccag.bedrock.endpoints import parse_endpoints, parse_routing
 from ccag.bedrock.facts import apply_beta_overrides, shipped_models
 from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
 from ccag.config import Config
@@ -69,6 +70,10 @@ def simulator_wanted(config: Config, environ: Mapping[str, str]) -> bool:
         return True
     if config.simulator == "off":
         return False
+    if config.endpoints:
+        # Endpoints carry credentials of their own: this is a real deployment
+        # even on a host with no ambient AWS credentials.
+        return False
     return not has_credentials(config.aws_profile, environ=environ)
 
 
@@ -97,6 +102,9 @@ async def run_gateway(
     use_simulator = credentials is None and simulator_wanted(config, environ)
     region = config.resolved_region
     catalog = _load_catalog(config)
+    # Endpoint and routing mistakes stop the start before anything else runs.
+    parse_endpoints(config.endpoints)
+    parse_routing(config.routing)
 
     async with trio.open_nursery() as nursery:
         simulator = None

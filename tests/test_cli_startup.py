@@ -61,3 +61,34 @@ def test_boolean_settings_can_be_turned_off_on_the_command_line(tmp_path) -> Non
     result = run("serve", "--help", tmp_path=tmp_path)
 
     assert "--no-web-search" in result.stdout
+
+
+def test_endpoints_with_their_own_credentials_are_not_simulator_mode(tmp_path) -> None:
+    from ccag.app import simulator_wanted
+    from ccag.config import load_config
+
+    endpoint = {
+        "id": "use1", "region": "us-east-1",
+        "credentials": {"type": "static", "access_key_id": "AKIDEXAMPLE", "secret_access_key": "x"},
+    }
+    with_endpoints = load_config({"endpoints": [endpoint]}, environ={})
+    without = load_config({}, environ={})
+
+    assert simulator_wanted(with_endpoints, environ={"AWS_EC2_METADATA_DISABLED": "true"}) is False
+    assert simulator_wanted(without, environ={"AWS_EC2_METADATA_DISABLED": "true"}) is True
+
+
+def test_a_bad_endpoint_is_the_first_and_only_error(tmp_path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[[endpoints]]\nid = "a"\n')
+
+    result = run(
+        "serve", "--config", str(config), "--port", "0",
+        "--store", str(tmp_path / "s.sqlite3"), tmp_path=tmp_path,
+    )
+
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "endpoint 'a': region is required" in lines[0]
+    assert not (tmp_path / "s.sqlite3").exists()

@@ -131,7 +131,7 @@ async def handle_web_search(
                 400,
                 f"tools: {spec.tool_type} ({spec.name!r}) is Anthropic's server-side web search, "
                 "which Bedrock does not run, and this gateway's web search interception is off; "
-                "enable it with the web_search setting (CCAG_WEB_SEARCH=true or --web-search true)",
+                "enable it with the web_search setting (CCAG_WEB_SEARCH=true, --web-search, or web_search = true in the config file)",
                 "invalid_request_error",
             )
         choice = settings.choice_for(outcome.user, outcome.team)
