@@ -29,6 +29,7 @@ from ccag.auth.errors import (
     INVALID_KEY,
     INVALID_SESSION,
     LOGIN_FAILED,
+    MISSING_KEY,
     NOT_ADMIN,
     AuthError,
     most_specific,
@@ -37,7 +38,6 @@ from ccag.auth.keys import (
     KEY_PREFIX,
     KeyCache,
     Principal,
-    missing_credentials,
     presented_credentials,
 )
 from ccag.auth.passwords import (
@@ -286,7 +286,12 @@ class SessionManager:
         """
         credentials = presented_credentials(headers)
         if not credentials:
-            raise missing_credentials()
+            raise AuthError(
+                401,
+                "missing credentials: send Authorization: Bearer with a session token "
+                "from POST /auth/login (or `ccag admin login`) or an API key",
+                MISSING_KEY,
+            )
 
         refusals: list[AuthError] = []
         principals: list[Principal] = []
