@@ -167,8 +167,20 @@ def _looks_like_key(text: str) -> bool:
 
 
 def format_time(timestamp: float) -> str:
-    """Unix seconds as RFC 3339 UTC, for messages and listings."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+    """Unix seconds as RFC 3339 UTC, for messages and listings.
+
+    Never fails: a stored time outside the years 1 to 9999 (a store written by
+    an older, unchecked version) is shown as its raw number of seconds, so a
+    listing still works and shows the bad value.
+    """
+    try:
+        moment = time.gmtime(timestamp)
+    except (OverflowError, OSError, ValueError):
+        return f"{timestamp!r} (Unix seconds, out of range)"
+    if not 1 <= moment.tm_year <= 9999:
+        return f"{timestamp!r} (Unix seconds, out of range)"
+    # %Y does not pad years below 1000 on every platform; RFC 3339 needs four digits.
+    return f"{moment.tm_year:04d}" + time.strftime("-%m-%dT%H:%M:%SZ", moment)
 
 
 def format_optional_time(timestamp: float | None) -> str | None:

@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from ccag.auth.keys import format_time
 from ccag.errors import ApiError
 from ccag.store import Connection
 
@@ -49,9 +50,8 @@ BUDGET_HEADER = "x-ccag-budget"
 
 
 def rfc3339(timestamp: float) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+    """Unix seconds as RFC 3339 UTC (four-digit year; never fails)."""
+    return format_time(timestamp)
 
 
 def period_bounds(period: str, at: float) -> tuple[float, float]:

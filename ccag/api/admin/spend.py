@@ -50,7 +50,8 @@ from ccag.spend import pricing as price_store
 from ccag.spend.budgets import Budget
 from ccag.spend.queries import GROUPS, spend_by
 from ccag.spend.system import SpendSystem
-from ccag.store import Store, StoreConflict
+from ccag.store import Connection, Store, StoreConflict, directory
+from ccag.store.identity import find_keys
 
 BUDGETS_PREFIX = "/admin/budgets/"
 LIMITS_PREFIX = "/admin/limits/"
@@ -76,6 +77,19 @@ MAX_BUDGET_NAME_CHARS = 200
 MAX_THRESHOLDS = 10
 MAX_THRESHOLD_FRACTION = 10.0
 
+# Rates (requests or tokens a minute): a billion a minute is beyond any
+# gateway; more is a typo, and would not fit the store's integer column.
+MAX_RATE_PER_MINUTE = 10**9
+
+# Budget limits in USD: a billion dollars a period is beyond any real budget;
+# more is a typo (and loses cents to float precision).
+MAX_BUDGET_USD = 1e9
+
+# Spend queries reach at most ten years back (durations) and only into the
+# Unix era (dates); earlier is a typo and cannot be formatted as RFC 3339.
+MAX_QUERY_SPAN_SECONDS = 10 * 365 * 86400.0
+EARLIEST_QUERY_TIME = 0.0
+
 BUDGET_FIELDS = (
     "scope",
     "name",
@@ -94,7 +108,10 @@ def parse_moment(text: str, now: float, field: str) -> float:
     no zone is given)."""
     match = _DURATION.fullmatch(text.strip())
     if match:
-        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        span = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        if not span <= MAX_QUERY_SPAN_SECONDS:
+            raise bad_request(f"{field}: {text[:80]!r} is more than ten years back")
+        return now - span
     try:
         moment = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -103,7 +120,15 @@ def parse_moment(text: str, now: float, field: str) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
+    try:
+        timestamp = moment.timestamp()
+    except (OverflowError, ValueError):
+        timestamp = math.nan
+    if not EARLIEST_QUERY_TIME <= timestamp <= now + MAX_QUERY_SPAN_SECONDS:
+        raise bad_request(
+            f"{field}: {text[:80]!r} is out of range (from 1970 to ten years from now)"
+        )
+    return timestamp
 
 
 def _number(
@@ -120,12 +145,14 @@ def _number(
             raise bad_request(f"{field}: required")
         return None
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not is_number or not math.isfinite(value) or value < 0:
+    # A JSON integer may have any number of digits: compare before any float
+    # conversion (math.isfinite overflows on such an int).
+    if not is_number or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
         raise bad_request(f"{field}: must be a number not below 0, not {value!r:.80}")
+    if maximum is not None and value > maximum:
+        raise bad_request(f"{field}: must be at most {maximum:,.0f}")
     if integer and value != int(value):
         raise bad_request(f"{field}: must be a whole number")
-    if maximum is not None and value > maximum:
-        raise bad_request(f"{field}: must be at most {maximum:g}")
     return int(value) if integer else float(value)
 
 
@@ -236,6 +263,7 @@ class SpendRoutes:
         await admin.admin(request)
         document = body(request, BUDGET_FIELDS)
         budget = _budget_from(document, "budget_" + secrets.token_hex(8))
+        await admin.read(lambda c: _require_budget_subject(c, budget, admin.now()))
         await self._save_budget(admin, budget)
         return Reply(201, self._status(budget, self.spend.clock()))
 
@@ -257,6 +285,8 @@ class SpendRoutes:
         changes = body(request, BUDGET_FIELDS)
         merged = {**found.document(), **changes}
         budget = _budget_from(merged, budget_id)
+        if "scope" in changes or "name" in changes:
+            await admin.read(lambda c: _require_budget_subject(c, budget, admin.now()))
         await self._save_budget(admin, budget)
         return Reply(200, self._status(budget, self.spend.clock()))
 
@@ -297,8 +327,14 @@ class SpendRoutes:
                 "limits live at /admin/limits/key/{key id} and /admin/limits/team/{team}"
             )
         if request.method == "DELETE":
+            # An override of a key or team deleted since may still be removed
+            # by the name it was stored under.
+            stored_name = await admin.read(
+                lambda c: _limit_subject(c, scope, name, admin.now(), required=False)
+            )
             removed = await admin.write(
-                lambda c: limit_store.delete_limits(c, scope, name)
+                lambda c: limit_store.delete_limits(c, scope, stored_name)
+                or limit_store.delete_limits(c, scope, name)
             )
             if not removed:
                 raise not_found(f"no rate limit override for {scope} {name[:80]!r}")
@@ -306,10 +342,11 @@ class SpendRoutes:
             return Reply(200, {"deleted": {"scope": scope, "name": name}})
         document = body(request, ("rpm", "tpm"))
         limits = Limits(
-            _number(document, "rpm", integer=True),
-            _number(document, "tpm", integer=True),
+            _number(document, "rpm", integer=True, maximum=MAX_RATE_PER_MINUTE),
+            _number(document, "tpm", integer=True, maximum=MAX_RATE_PER_MINUTE),
         )
         now = admin.now()
+        name = await admin.read(lambda c: _limit_subject(c, scope, name, now, required=True))
         await admin.write(
             lambda c: limit_store.save_limits(c, scope, name, limits, now)
         )
@@ -351,6 +388,42 @@ class SpendRoutes:
         return Reply(200, {"model": model, "overridden": True, **price.document()})
 
 
+def _limit_subject(
+    connection: Connection, scope: str, name: str, now: float, *, required: bool
+) -> str:
+    """The name a limit override is stored under: a key's id (given its id
+    or the name of a live key) or a team's name.
+
+    Raises:
+        ApiError: 400 if ``required`` and no such key or team exists.
+    """
+    if scope == "key":
+        keys = find_keys(connection, name)
+        if len(keys) == 1:
+            return keys[0].id
+        if required:
+            raise bad_request(
+                f"key {name[:80]!r} does not exist (give a key's id or a live key's name)"
+            )
+        return name
+    team = directory.get_team(connection, name, now)
+    if team is not None:
+        return team.name
+    if required:
+        raise bad_request(f"team {name[:80]!r} does not exist; create it first (POST /admin/teams)")
+    return name
+
+
+def _require_budget_subject(connection: Connection, budget: Budget, now: float) -> None:
+    """A 400 unless the user or team a budget names exists."""
+    if budget.scope == "team":
+        found: object = directory.get_team(connection, budget.name, now)
+    else:
+        found = directory.get_user(connection, budget.name, now)
+    if found is None:
+        raise bad_request(f"{budget.scope} {budget.name[:80]!r} does not exist")
+
+
 def _own_spend(principal: Principal) -> dict[str, str | None]:
     if principal.user is not None:
         return {"user": principal.user, "team": None, "key_id": None}
@@ -371,7 +444,7 @@ def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
         raise bad_request("name: the user's or team's name is required")
     period = _choice(document, "period", budget_store.PERIODS)
     policy = _choice(document, "policy", budget_store.POLICIES)
-    limit_usd = _number(document, "limit_usd", required=True)
+    limit_usd = _number(document, "limit_usd", required=True, maximum=MAX_BUDGET_USD)
 
     thresholds = document.get("thresholds")
     if thresholds is None:
@@ -392,8 +465,10 @@ def _budget_from(document: Mapping[str, Any], budget_id: str) -> Budget:
             " such as [0.8, 1.0]"
         )
 
-    throttle_rpm = _number(document, "throttle_rpm", integer=True)
-    throttle_at = _number(document, "throttle_at")
+    throttle_rpm = _number(
+        document, "throttle_rpm", integer=True, maximum=MAX_RATE_PER_MINUTE
+    )
+    throttle_at = _number(document, "throttle_at", maximum=MAX_THRESHOLD_FRACTION)
     if policy == "throttle" and throttle_rpm is None:
         raise bad_request("throttle_rpm: required for the throttle policy")
 

@@ -1,0 +1,97 @@
+"""Regression tests for defects a tester found in the team features (admin API,
+limits, budgets, keys), each through a real gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from tests.admin_fixture import Caller, as_admin
+from tests.e2e_client import assert_error
+from tests.gateway_fixture import open_gateway
+
+TIMEOUT = 20
+
+
+async def error_message(caller: Caller, method: str, path: str, document: object,
+                        status: int = 400, error_type: str = "invalid_request_error") -> str:
+    reply = await caller.call(method, path, document)
+    return str(assert_error(reply, status, error_type)["error"]["message"])
+
+
+# -- #3: limits and budgets for subjects that do not exist --------------------
+
+
+async def test_limits_and_budgets_refuse_unknown_subjects_and_resolve_key_names(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+
+            message = await error_message(admin, "PUT", "/admin/limits/team/nosuch", {"rpm": 5})
+            assert "team 'nosuch' does not exist" in message
+            message = await error_message(admin, "PUT", "/admin/limits/key/nokey", {"rpm": 5})
+            assert "key 'nokey' does not exist" in message
+            for scope in ("team", "user"):
+                message = await error_message(admin, "POST", "/admin/budgets", {
+                    "scope": scope, "name": "ghost", "period": "daily",
+                    "limit_usd": 1, "policy": "notify",
+                })
+                assert f"{scope} 'ghost' does not exist" in message
+            assert (await admin.ok("GET", "/admin/limits"))["overrides"] == []
+            assert (await admin.ok("GET", "/admin/budgets"))["budgets"] == []
+
+            keys = await admin.ok("GET", "/admin/keys")
+            key_id = next(k["id"] for k in keys["keys"] if k["name"] == "test-key")
+            saved = await admin.ok("PUT", "/admin/limits/key/test-key", {"rpm": 7})
+            assert saved["name"] == key_id and saved["rpm"] == 7
+            listed = await admin.ok("GET", "/admin/limits")
+            assert [(o["scope"], o["name"]) for o in listed["overrides"]] == [("key", key_id)]
+            await admin.ok("DELETE", "/admin/limits/key/test-key")
+            assert (await admin.ok("GET", "/admin/limits"))["overrides"] == []
+
+
+# -- #5: out-of-range numbers --------------------------------------------------
+
+
+async def test_out_of_range_numbers_are_400_naming_the_field(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            await admin.ok("POST", "/admin/teams", {"name": "eng"}, 201)
+
+            for since in ("99999999d", "9" * 400 + "d", "99999-01-01"):
+                message = await error_message(admin, "GET", f"/admin/spend?since={since}", None)
+                assert message.startswith("since:"), message
+            for rpm in (1e30, 10**20, 10**400):
+                message = await error_message(admin, "PUT", "/admin/limits/team/eng", {"rpm": rpm})
+                assert message.startswith("rpm: must be at most"), message
+            message = await error_message(admin, "PUT", "/admin/limits/team/eng", {"tpm": 10**10})
+            assert message.startswith("tpm:"), message
+            budget = {"scope": "team", "name": "eng", "period": "daily",
+                      "limit_usd": 1, "policy": "throttle", "throttle_rpm": 10**20}
+            message = await error_message(admin, "POST", "/admin/budgets", budget)
+            assert message.startswith("throttle_rpm:"), message
+            message = await error_message(
+                admin, "POST", "/admin/budgets", {**budget, "throttle_rpm": 1, "limit_usd": 1e20}
+            )
+            assert message.startswith("limit_usd:"), message
+            assert (await admin.ok("GET", "/admin/limits"))["overrides"] == []
+
+
+# -- #15: RFC 3339 echoes ------------------------------------------------------
+
+
+async def test_spend_since_before_1970_is_refused_and_echoes_have_four_digit_years(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+
+            message = await error_message(admin, "GET", "/admin/spend?since=0001-01-01", None)
+            assert message.startswith("since:"), message
+            report = await admin.ok("GET", "/admin/spend?since=1970-01-01")
+            assert report["since"] == "1970-01-01T00:00:00Z"
