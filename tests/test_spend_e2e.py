@@ -418,6 +418,8 @@ async def test_admin_cli_reports_spend_and_manages_budgets_and_limits(
             )
             token = await login(running.port)
             common = ["--url", running.url, "--token", token]
+            # Limits and budgets name teams that exist.
+            await Caller(running.port, token).ok("POST", "/admin/teams", {"name": "web"}, 201)
 
             def run(*argv: str) -> tuple[int, str]:
                 status = main(["admin", *argv, *common])
