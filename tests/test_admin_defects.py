@@ -95,3 +95,38 @@ async def test_spend_since_before_1970_is_refused_and_echoes_have_four_digit_yea
             assert message.startswith("since:"), message
             report = await admin.ok("GET", "/admin/spend?since=1970-01-01")
             assert report["since"] == "1970-01-01T00:00:00Z"
+
+
+# -- #4: members shorten expiries, never clear or extend them -------------------
+
+
+async def test_member_cannot_clear_extend_or_revive_an_expiry(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            member = Caller(running.port, running.key)
+            dying = await admin.ok(
+                "POST", "/admin/keys", {"name": "short", "user": "tester", "expires_in": 1}, 201
+            )
+            later = await admin.ok(
+                "POST", "/admin/keys", {"name": "later", "user": "tester", "expires_in": 3600}, 201
+            )
+
+            for change in ({"expires_at": None}, {"expires_in": 7200}):
+                message = await error_message(
+                    member, "PATCH", "/admin/keys/later", change, 403, "permission_error"
+                )
+                assert "cannot" in message and "expiry" in message
+            shortened = await member.ok("PATCH", "/admin/keys/later", {"expires_in": 600})
+            assert shortened["expires_at"] < later["expires_at"]
+
+            await trio.sleep(1.2)
+            message = await error_message(
+                member, "PATCH", "/admin/keys/short", {"expires_at": None}, 403, "permission_error"
+            )
+            assert "expired" in message
+            reply = await Caller(running.port, dying["key"]).call("GET", "/admin/keys")
+            assert_error(reply, 401, "authentication_error")
+
+            revived = await admin.ok("PATCH", "/admin/keys/short", {"expires_at": None})
+            assert revived["status"] == "active"

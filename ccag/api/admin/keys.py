@@ -230,6 +230,8 @@ async def _update_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
         if new_name is not None:
             changes["name"] = new_name
         if has_expiry:
+            if not principal.is_admin:
+                _refuse_member_expiry_change(record, expires_at, now)
             changes["expires_at"] = expires_at
         if "role" in document:
             changes["role"] = role
@@ -250,6 +252,23 @@ async def _update_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
         raise conflict(f"a live key named {new_name!r} exists; pick another name") from None
     await admin.keys_changed()
     return Reply(200, key_document(record, now))
+
+
+def _refuse_member_expiry_change(record: KeyRecord, expires_at: float | None, now: float) -> None:
+    """A 403 unless a member's expiry change only shortens a key's life.
+
+    An expiry may have been set by an admin: a member may bring it closer, or
+    set one on a key that has none, but never clear it, move it later, or
+    revive a key that has expired.
+    """
+    if record.expires_at is None:
+        return
+    if record.expires_at <= now:
+        raise forbidden(f"key {record.name!r} has expired; members cannot revive it")
+    if expires_at is None:
+        raise forbidden("members cannot clear a key's expiry; only an admin can")
+    if expires_at > record.expires_at:
+        raise forbidden("members cannot extend a key's expiry; only an admin can")
 
 
 # -- revoke -----------------------------------------------------------------
