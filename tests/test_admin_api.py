@@ -356,7 +356,10 @@ async def test_admin_members_see_and_manage_only_their_own_keys(tmp_path: Path) 
 
             me = await member.ok("GET", "/admin/users/alice")
             assert me["name"] == "alice"
-            await member.ok("PATCH", "/admin/users/alice", {"password": "a-new-password-1"})
+            await member.ok(
+                "PATCH", "/admin/users/alice",
+                {"password": "a-new-password-1", "current_password": "alice-password-123"},
+            )
             await login(running.port, "alice", "a-new-password-1")
 
             # The member's API key gives the same view as the session.

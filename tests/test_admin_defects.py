@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from tests.admin_fixture import Caller, as_admin
+from tests.admin_fixture import Caller, as_admin, login
 from tests.e2e_client import assert_error
 from tests.gateway_fixture import open_gateway
 
@@ -130,3 +130,43 @@ async def test_member_cannot_clear_extend_or_revive_an_expiry(tmp_path: Path) ->
 
             revived = await admin.ok("PATCH", "/admin/keys/short", {"expires_at": None})
             assert revived["status"] == "active"
+
+
+# -- #6: a password change ends other sessions; members give the old one ------
+
+
+async def test_password_change_needs_the_current_one_and_ends_other_sessions(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            await admin.ok("POST", "/admin/users", {"name": "alice", "password": "alice-password-1"}, 201)
+            alice_key = (await admin.ok("POST", "/admin/keys", {"name": "a", "user": "alice"}, 201))["key"]
+            with_key = Caller(running.port, alice_key)
+            first = Caller(running.port, await login(running.port, "alice", "alice-password-1"))
+            second = Caller(running.port, await login(running.port, "alice", "alice-password-1"))
+
+            for document in (
+                {"password": "stolen-password-1"},
+                {"password": "stolen-password-1", "current_password": "wrong-password-1"},
+            ):
+                message = await error_message(
+                    with_key, "PATCH", "/admin/users/alice", document, 403, "permission_error"
+                )
+                assert message.startswith("current_password:"), message
+            await second.ok("GET", "/admin/users/alice")
+
+            await first.ok("PATCH", "/admin/users/alice", {
+                "password": "alice-password-2", "current_password": "alice-password-1",
+            })
+            await first.ok("GET", "/admin/users/alice")
+            reply = await second.call("GET", "/admin/users/alice")
+            assert_error(reply, 401, "authentication_error")
+            await login(running.port, "alice", "alice-password-2")
+
+            # An admin resetting alice's password needs no current one, and
+            # ends all of alice's sessions; the admin's own stays.
+            await admin.ok("PATCH", "/admin/users/alice", {"password": "alice-password-3"})
+            assert_error(await first.call("GET", "/admin/users/alice"), 401, "authentication_error")
+            await admin.ok("GET", "/admin/users/alice")

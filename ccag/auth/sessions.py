@@ -83,6 +83,11 @@ MAX_TRACKED_CLIENTS = 10_000
 MAX_CONCURRENT_PASSWORD_CHECKS = 4
 
 
+def session_token_hash(token: str) -> str:
+    """The hash a session token is stored under."""
+    return _token_hash(token)
+
+
 def _token_hash(token: str) -> str:
     # Session tokens are 256 random bits, so SHA-256 suffices (see hash_key).
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
@@ -256,6 +261,14 @@ class SessionManager:
         token_hash = _token_hash(token)
         self._sessions.pop(token_hash, None)
         await self._write(functools.partial(identity.delete_session, token_hash=token_hash))
+
+    def forget_user_sessions(self, user_name: str, keep_token_hash: str | None) -> None:
+        """Drop this gateway's cached sessions of a user (but one), after the
+        store's were deleted, so they are refused here at once; other gateways
+        refuse them within the recheck time."""
+        for token_hash, cached in list(self._sessions.items()):
+            if cached.record.user_name == user_name and token_hash != keep_token_hash:
+                del self._sessions[token_hash]
 
     async def authorize_admin(self, headers: Headers, now: float) -> Principal:
         """The admin a request acts as.

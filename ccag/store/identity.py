@@ -205,5 +205,13 @@ def delete_session(connection: Connection, token_hash: str) -> None:
     connection.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
 
 
+def delete_user_sessions(connection: Connection, user_id: str, keep_token_hash: str | None) -> int:
+    """End every session of a user but the one ``keep_token_hash`` names (if any)."""
+    return connection.execute(
+        "DELETE FROM sessions WHERE user_id = ? AND token_hash <> ?",
+        (user_id, keep_token_hash or ""),
+    )
+
+
 def delete_expired_sessions(connection: Connection, now: float) -> int:
     return connection.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))

@@ -23,6 +23,7 @@ from ccag.api.admin.common import (
     forbidden,
     is_true,
     item_route,
+    MAX_PASSWORD_CHARS,
     live_keys_conflict,
     name_field,
     not_found,
@@ -31,15 +32,17 @@ from ccag.api.admin.common import (
     refuse_removing_last_admin,
     role_field,
 )
-from ccag.auth.keys import Principal, format_time
-from ccag.auth.passwords import hash_password
+from ccag.auth.keys import Principal, bearer_token, format_time
+from ccag.auth.passwords import dummy_hash, hash_password, verify_password
+from ccag.auth.sessions import SESSION_PREFIX, session_token_hash
 from ccag.errors import ApiError
 from ccag.server.types import Request
-from ccag.store import Connection, StoreConflict, directory
+from ccag.store import Connection, StoreConflict, directory, identity
 from ccag.store.directory import UserEntry
 
 PREFIX = "/admin/users/"
 _FIELDS = ("name", "role", "password", "team")
+_UPDATE_FIELDS = (*_FIELDS, "current_password")
 
 
 def user_document(user: UserEntry) -> dict[str, Any]:
@@ -135,13 +138,17 @@ async def _update_user(admin: Admin, request: Request, name: str) -> Reply:
     """``PATCH``: ``name``, ``role``, ``password`` (null: no login), ``team``
     (null: none). Members may change only their own password."""
     principal = await admin.principal(request)
-    document = body(request, _FIELDS)
+    document = body(request, _UPDATE_FIELDS)
+    current_password = document.pop("current_password", None)
     if not document:
         raise bad_request(f"nothing to update; give some of {', '.join(_FIELDS)}")
     if not principal.is_admin and (set(document) != {"password"} or principal.user != name):
         raise forbidden("members may change only their own password")
     if "password" in document and document["password"] is None and not principal.is_admin:
         raise forbidden("members cannot remove their own password")
+    if not principal.is_admin:
+        # A stolen API key or session must not turn into a login password.
+        await _check_current_password(admin, principal, current_password)
     new_name = name_field(document, "name", required=False)
     if "name" in document and new_name is None:
         raise bad_request("name: cannot be null")
@@ -151,9 +158,15 @@ async def _update_user(admin: Admin, request: Request, name: str) -> Reply:
     team = name_field(document, "team", required=False)
     password_hash = await _password_hash(document)
     now = admin.now()
+    token = bearer_token(request.headers)
+    keep_session = (
+        session_token_hash(token) if token and token.startswith(SESSION_PREFIX) else None
+    )
+    old_name: list[str] = []
 
     def update(connection: Connection) -> UserEntry:
         user = _find(connection, name, now)
+        old_name.append(user.name)
         changes: dict[str, Any] = {}
         if new_name is not None:
             changes["name"] = new_name
@@ -163,6 +176,9 @@ async def _update_user(admin: Admin, request: Request, name: str) -> Reply:
             changes["role"] = role
         if "password" in document:
             changes["password_hash"] = password_hash
+            # A new password ends the user's other sessions: whoever knew the
+            # old one must not stay logged in.
+            identity.delete_user_sessions(connection, user.id, keep_session)
         directory.update_user(connection, user.id, changes)
         if "team" in document:
             directory.set_user_team(
@@ -174,8 +190,30 @@ async def _update_user(admin: Admin, request: Request, name: str) -> Reply:
         user = await admin.write(update)
     except StoreConflict:
         raise conflict(f"a user named {new_name!r} exists") from None
+    if "password" in document:
+        admin.sessions.forget_user_sessions(old_name[0], keep_session)
     await admin.keys_changed()
     return Reply(200, user_document(user))
+
+
+async def _check_current_password(
+    admin: Admin, principal: Principal, current_password: Any
+) -> None:
+    """A 403 unless ``current_password`` is the member's password now."""
+    if not isinstance(current_password, str) or not current_password:
+        raise forbidden("current_password: required to change your own password")
+    if len(current_password) > MAX_PASSWORD_CHARS:
+        raise forbidden("current_password: does not match")
+    user_name = str(principal.user)
+    found = await admin.read(lambda c: identity.find_user(c, user_name))
+    stored = found.password_hash if found is not None else None
+    matches = await trio.to_thread.run_sync(
+        verify_password, current_password, stored or dummy_hash()
+    )
+    if stored is None or not matches:
+        raise forbidden(
+            "current_password: does not match (a user without a password gets one from an admin)"
+        )
 
 
 async def _delete_user(admin: Admin, request: Request, name: str) -> Reply:
