@@ -8,7 +8,8 @@ from pathlib import Path
 import trio
 
 from tests.admin_fixture import Caller, as_admin, login
-from tests.e2e_client import assert_error
+from ccag.simulator.scenarios import Text
+from tests.e2e_client import assert_error, message_body, post_messages
 from tests.gateway_fixture import open_gateway
 
 TIMEOUT = 20
@@ -170,3 +171,50 @@ async def test_password_change_needs_the_current_one_and_ends_other_sessions(
             await admin.ok("PATCH", "/admin/users/alice", {"password": "alice-password-3"})
             assert_error(await first.call("GET", "/admin/users/alice"), 401, "authentication_error")
             await admin.ok("GET", "/admin/users/alice")
+
+
+# -- #7 and #13: budget amounts keep their digits; a refusal names its budget ---
+
+
+def budget(name: str, period: str, limit_usd: float, policy: str, **more: object) -> dict[str, object]:
+    return {"scope": "user", "name": name, "period": period, "limit_usd": limit_usd,
+            "policy": policy, **more}
+
+
+async def test_tiny_budgets_keep_their_digits_in_messages_and_headers(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            await admin.ok("POST", "/admin/budgets", budget("tester", "daily", 0.0001, "block"), 201)
+            running.simulator.script(Text(), Text())
+
+            first = await post_messages(running.port, running.key, message_body())
+            refused = await post_messages(running.port, running.key, message_body())
+
+    assert first.status == 200
+    assert first.headers["x-ccag-budget-limit-usd"] == "0.0001"
+    assert first.headers["x-ccag-budget-remaining-usd"] == "0.0001"
+    message = assert_error(refused, 429, "rate_limit_error")["error"]["message"]
+    assert "($0.0001)" in message, message
+    assert refused.headers["x-ccag-budget-remaining-usd"] == "0.00"
+
+
+async def test_a_throttle_refusal_names_the_throttled_budget(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            # The daily budget is the tightest; the weekly one throttles.
+            await admin.ok("POST", "/admin/budgets", budget("tester", "daily", 0.5, "notify"), 201)
+            await admin.ok("POST", "/admin/budgets", budget(
+                "tester", "weekly", 100, "throttle", throttle_at=0, throttle_rpm=1,
+            ), 201)
+            running.simulator.script(Text(), Text())
+
+            first = await post_messages(running.port, running.key, message_body())
+            refused = await post_messages(running.port, running.key, message_body())
+
+    assert first.status == 200 and first.headers["x-ccag-budget"] == "user:tester:daily"
+    message = assert_error(refused, 429, "rate_limit_error")["error"]["message"]
+    assert "weekly budget" in message, message
+    assert refused.headers["x-ccag-budget"] == "user:tester:weekly"
+    assert refused.headers["x-ccag-budget-limit-usd"] == "100.00"

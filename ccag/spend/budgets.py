@@ -27,6 +27,7 @@ import calendar
 import datetime
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -52,6 +53,36 @@ BUDGET_HEADER = "x-ccag-budget"
 def rfc3339(timestamp: float) -> str:
     """Unix seconds as RFC 3339 UTC (four-digit year; never fails)."""
     return format_time(timestamp)
+
+
+# Header amounts: exact to a nano-dollar, far below any single call's cost
+# (float sums carry noise past that).
+EXACT_USD_DECIMALS = 9
+# Amounts below $1 shown to people keep this many significant digits, so a
+# $0.0001 budget does not read "$0.00".
+SIGNIFICANT_USD_DIGITS = 4
+
+
+def _at_least_cents(text: str) -> str:
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def format_usd(amount: float) -> str:
+    """Dollars for people (messages, logs): cents from $1 up, else
+    :data:`SIGNIFICANT_USD_DIGITS` significant digits (``0.0001``)."""
+    if amount == 0 or abs(amount) >= 1 or not math.isfinite(amount):
+        return f"{amount:.2f}"
+    decimals = SIGNIFICANT_USD_DIGITS - 1 - math.floor(math.log10(abs(amount)))
+    return _at_least_cents(f"{amount:.{decimals}f}")
+
+
+def exact_usd(amount: float) -> str:
+    """Dollars for machines (headers): a plain decimal, exact to
+    :data:`EXACT_USD_DECIMALS` places, at least two (``2.00``, ``0.0001``)."""
+    if not math.isfinite(amount):
+        return f"{amount:.2f}"
+    return _at_least_cents(f"{round(amount, EXACT_USD_DECIMALS):.{EXACT_USD_DECIMALS}f}")
 
 
 def period_bounds(period: str, at: float) -> tuple[float, float]:
@@ -162,10 +193,13 @@ class Admission:
     Attributes:
         extra_rpm: request limits of throttled budgets, for the rate limiter.
         headers: the budget headers for the response.
+        refusal_headers: by ``extra_rpm`` subject, the headers of that
+            throttled budget, for a 429 that budget's limit causes.
     """
 
     extra_rpm: Mapping[str, tuple[str, int]]
     headers: list[tuple[str, str]]
+    refusal_headers: Mapping[str, list[tuple[str, str]]] = attrs.field(factory=dict)
 
 
 NO_BUDGET = Admission({}, [])
@@ -243,25 +277,27 @@ class BudgetTracker:
         headers = budget_headers(statuses)
 
         extra_rpm: dict[str, tuple[str, int]] = {}
+        refusal_headers: dict[str, list[tuple[str, str]]] = {}
         for status in statuses:
             budget = status.budget
             if budget.policy == "block" and status.is_exhausted:
                 retry_after = max(1, int(status.period_end - now + 0.999))
                 raise ApiError(
                     429,
-                    f"budget exceeded: the {budget.label} (${budget.limit_usd:.2f}) is used up "
-                    f"(${status.spent_usd:.2f} spent); it resets at {rfc3339(status.period_end)}",
+                    f"budget exceeded: the {budget.label} (${format_usd(budget.limit_usd)}) is "
+                    f"used up (${format_usd(status.spent_usd)} spent); it resets at "
+                    f"{rfc3339(status.period_end)}",
                     "rate_limit_error",
-                    [("retry-after", str(retry_after)), *headers],
+                    # The headers describe the budget that refused, not the tightest.
+                    [("retry-after", str(retry_after)), *budget_headers([status])],
                 )
             if budget.policy == "throttle" and budget.throttle_rpm is not None:
                 throttle_at = 1.0 if budget.throttle_at is None else budget.throttle_at
                 if status.fraction >= throttle_at:
-                    extra_rpm["budget:" + budget.id] = (
-                        f"the throttled {budget.label}",
-                        budget.throttle_rpm,
-                    )
-        return Admission(extra_rpm, headers)
+                    subject = f"the throttled {budget.label}"
+                    extra_rpm["budget:" + budget.id] = (subject, budget.throttle_rpm)
+                    refusal_headers[subject] = budget_headers([status])
+        return Admission(extra_rpm, headers, refusal_headers)
 
     def _matching(self, user: str | None, team: str | None) -> list[Budget]:
         found: list[Budget] = []
@@ -280,11 +316,11 @@ class BudgetTracker:
                 continue
             self._notified.add(key)
             logger.warning(
-                "%s reached %d%% of $%.2f ($%.2f spent; resets at %s)",
+                "%s reached %d%% of $%s ($%s spent; resets at %s)",
                 status.budget.label,
                 round(threshold * 100),
-                status.budget.limit_usd,
-                status.spent_usd,
+                format_usd(status.budget.limit_usd),
+                format_usd(status.spent_usd),
                 rfc3339(status.period_end),
             )
             self._notify(
@@ -304,9 +340,9 @@ def budget_headers(statuses: list[BudgetStatus]) -> list[tuple[str, str]]:
         statuses, key=lambda status: (status.remaining_usd, status.period_end)
     )
     return [
-        (REMAINING_HEADER, f"{tightest.remaining_usd:.2f}"),
+        (REMAINING_HEADER, exact_usd(tightest.remaining_usd)),
         (RESETS_AT_HEADER, rfc3339(tightest.period_end)),
-        (LIMIT_HEADER, f"{tightest.budget.limit_usd:.2f}"),
+        (LIMIT_HEADER, exact_usd(tightest.budget.limit_usd)),
         (
             BUDGET_HEADER,
             f"{tightest.budget.scope}:{tightest.budget.name}:{tightest.budget.period}",

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ccag.admin_cli import EXIT_OK, _show, print_table
+from ccag.spend.budgets import format_usd
 
 SPEND_COLUMNS = {
     "key": (("KEY", "key"), ("KEY ID", "key_id")),
@@ -55,11 +56,11 @@ def spend_command(args: argparse.Namespace, client: Any) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    rows = [{**row, "cost": f"{row['cost_usd']:.2f}"} for row in document["rows"]]
+    rows = [{**row, "cost": format_usd(row["cost_usd"])} for row in document["rows"]]
     columns = SPEND_COLUMNS.get(args.by, ((args.by.upper(), args.by),))
     print_table(rows, (*columns, *TOTAL_COLUMNS))
     print(
-        f"total ${document['total_cost_usd']:.2f} from {document['since']} to {document['until']}"
+        f"total ${format_usd(document['total_cost_usd'])} from {document['since']} to {document['until']}"
     )
     return EXIT_OK
 

@@ -121,7 +121,11 @@ class SpendSystem:
             429,
             refusal.message,
             "rate_limit_error",
-            [("retry-after", str(refusal.retry_after)), *admission.headers],
+            # A throttled budget's refusal carries that budget's headers.
+            [
+                ("retry-after", str(refusal.retry_after)),
+                *admission.refusal_headers.get(refusal.subject, admission.headers),
+            ],
         )
 
     def sink(self, outcome: Outcome) -> None:
