@@ -218,3 +218,32 @@ async def test_a_throttle_refusal_names_the_throttled_budget(tmp_path: Path) -> 
     assert "weekly budget" in message, message
     assert refused.headers["x-ccag-budget"] == "user:tester:weekly"
     assert refused.headers["x-ccag-budget-limit-usd"] == "100.00"
+
+
+# -- #10: what members see of budgets --------------------------------------------
+
+
+async def test_members_see_budgets_without_webhook_and_team_spend_labelled(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            await admin.ok("POST", "/admin/teams", {"name": "eng"}, 201)
+            hook = "http://127.0.0.1:9/secret-token"
+            await admin.ok("POST", "/admin/budgets", {
+                "scope": "team", "name": "eng", "period": "daily", "limit_usd": 5,
+                "policy": "notify", "webhook_url": hook,
+            }, 201)
+            await admin.ok("POST", "/admin/users", {"name": "erin", "team": "eng"}, 201)
+            await admin.ok("POST", "/admin/budgets", budget("erin", "daily", 1, "notify"), 201)
+            erin_key = await running.new_key("erin-key", user="erin", team="eng")
+            member = await Caller(running.port, erin_key).ok("GET", "/admin/budgets")
+            as_admin_view = await admin.ok("GET", "/admin/budgets")
+
+    assert hook not in str(member)
+    by_scope = {b["scope"]: b for b in member["budgets"]}
+    assert set(by_scope) == {"team", "user"}
+    assert "spent_usd" not in by_scope["team"] and by_scope["team"]["team_spent_usd"] == 0
+    assert by_scope["user"]["spent_usd"] == 0
+    assert [b["webhook_url"] for b in as_admin_view["budgets"]] == [hook, None]

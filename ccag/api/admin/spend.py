@@ -7,7 +7,8 @@
   their own spend (a team key's member sees that key's).
 - ``/admin/budgets``: list (with what each has spent), create, and
   ``/admin/budgets/{id}`` show, change (PATCH) or delete. Members may list the
-  budgets that apply to them.
+  budgets that apply to them, without ``webhook_url``; a team budget's total
+  is the whole team's and is shown to members as ``team_spent_usd``.
 - ``/admin/limits``: the defaults and every override;
   ``PUT``/``DELETE /admin/limits/{key|team}/{key id or team name}``.
 - ``/admin/pricing``: the prices in force; ``PUT``/``DELETE
@@ -236,7 +237,10 @@ class SpendRoutes:
                 if (b.scope, b.name)
                 in (("user", principal.user), ("team", principal.team))
             ]
-        return Reply(200, {"budgets": [self._status(b, now) for b in budgets]})
+        documents = [self._status(b, now) for b in budgets]
+        if not principal.is_admin:
+            documents = [_member_view(document) for document in documents]
+        return Reply(200, {"budgets": documents})
 
     def _status(self, budget: Budget, now: float) -> dict[str, Any]:
         # The tracker's totals, if it knows the budget yet; else none spent.
@@ -422,6 +426,19 @@ def _require_budget_subject(connection: Connection, budget: Budget, now: float) 
         found = directory.get_user(connection, budget.name, now)
     if found is None:
         raise bad_request(f"{budget.scope} {budget.name[:80]!r} does not exist")
+
+
+def _member_view(document: dict[str, Any]) -> dict[str, Any]:
+    """A budget as a member sees it.
+
+    The webhook URL is the admins' (it may carry a secret) and is left out. A
+    team budget limits the whole team's spending, so its total is the team's:
+    it is shown as ``team_spent_usd`` so nobody reads it as their own.
+    """
+    view = {name: value for name, value in document.items() if name != "webhook_url"}
+    if view["scope"] == "team":
+        view["team_spent_usd"] = view.pop("spent_usd")
+    return view
 
 
 def _own_spend(principal: Principal) -> dict[str, str | None]:
