@@ -3,9 +3,16 @@ limits, budgets, keys), each through a real gateway."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import time
 from pathlib import Path
 
+import pytest
 import trio
+
+from ccag.auth import cli as keys_cli_module
+from ccag.auth.keys import create_key
 
 from tests.admin_fixture import Caller, as_admin, login
 from ccag.simulator.scenarios import Text
@@ -247,3 +254,60 @@ async def test_members_see_budgets_without_webhook_and_team_spend_labelled(
     assert "spent_usd" not in by_scope["team"] and by_scope["team"]["team_spent_usd"] == 0
     assert by_scope["user"]["spent_usd"] == 0
     assert [b["webhook_url"] for b in as_admin_view["budgets"]] == [hook, None]
+
+
+# -- #11: the offline key CLI checks what the API checks ------------------------
+
+
+def keys_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="ccag")
+    keys_cli_module.register(parser.add_subparsers())
+    args = parser.parse_args(["keys", *argv])
+    status = args.func(args)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("CCAG_CONFIG", raising=False)
+    monkeypatch.delenv("CCAG_STORE", raising=False)
+    return str(tmp_path / "ccag.sqlite3")
+
+
+@pytest.mark.parametrize("argv", [
+    ("",), ("a b",), ("caf\u00e9",), ("a/b",),
+    ("ok", "--user", "has space"), ("ok", "--team", "x/y"),
+    ("ok", "--expires-in", "1e12"), ("ok", "--expires-in", "3e9"), ("ok", "--expires-in", "3651"),
+])
+def test_keys_create_refuses_what_the_api_refuses(
+    capsys: pytest.CaptureFixture[str], store_path: str, argv: tuple[str, ...]
+) -> None:
+    status, out, err = keys_cli(capsys, "create", *argv, "--store", store_path)
+
+    assert status == 2 and out == ""
+    assert "not a valid name" in err or "--expires-in" in err, err
+    assert not os.path.exists(store_path)
+
+
+def test_keys_list_and_revoke_refuse_a_missing_store(
+    capsys: pytest.CaptureFixture[str], store_path: str
+) -> None:
+    for argv in (("list",), ("revoke", "some-key")):
+        status, _, err = keys_cli(capsys, *argv, "--store", store_path)
+        assert status == 1 and f"no store at {store_path}" in err
+    assert not os.path.exists(store_path)
+    assert keys_cli(capsys, "create", "fine", "--expires-in", "3650", "--store", store_path)[0] == 0
+
+
+async def test_listings_survive_a_stored_expiry_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    far = time.time() + 3e9 * 86400  # year 8 million, as an unchecked CLI once stored
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            await create_key(running.gateway.store, "far", user="tester", expires_at=far)
+            admin = await as_admin(running.port)
+            listed = await admin.ok("GET", "/admin/keys")
+    shown = next(k for k in listed["keys"] if k["name"] == "far")
+    assert shown["status"] == "active" and str(int(far)) in shown["expires_at"]

@@ -136,7 +136,8 @@ def test_store_flag_beats_environment(
     other = os.path.join(str(tmp_path), "other.sqlite3")
     keys_cli(capsys, "create", "alice", "--store", other)
 
-    assert json.loads(keys_cli(capsys, "list", "--json")[1]) == []
+    status, out, err = keys_cli(capsys, "list", "--json")
+    assert (status, out) == (1, "") and f"no store at {store_path}" in err
     assert len(json.loads(keys_cli(capsys, "list", "--json", "--store", other)[1])) == 1
 
 

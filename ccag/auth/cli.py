@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
 
 from ccag.admin_cli import print_table
-from ccag.auth.keys import format_time, issue_key, key_listing
+from ccag.auth.keys import (
+    MAX_KEY_LIFETIME_SECONDS,
+    format_time,
+    issue_key,
+    key_listing,
+    name_problem,
+)
 from ccag.config import load_config
 from ccag.errors import ConfigError
-from ccag.store import Store, StoreConflict, StoreError, open_store_sync
+from ccag.store import Store, StoreConflict, StoreError, open_store_sync, parse_store_url
 from ccag.store.identity import ROLES, KeyRecord, find_keys, load_keys, revoke_key
 
 SECONDS_PER_DAY = 86400.0
+MAX_KEY_LIFETIME_DAYS = MAX_KEY_LIFETIME_SECONDS / SECONDS_PER_DAY
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -79,21 +87,34 @@ def _fail(message: str, status: int = EXIT_FAILED) -> int:
     return status
 
 
-def _open(args: argparse.Namespace) -> Store:
+def _open(args: argparse.Namespace, *, create: bool = False) -> Store:
+    """The store; only ``create`` may make a new SQLite file (a mistyped path
+    for list or revoke would otherwise show an empty store)."""
     location = load_config({"store": args.store}, file=args.config).resolved_store
+    backend, target = parse_store_url(location)
+    if not create and backend != "postgres" and target != ":memory:" and not os.path.exists(target):
+        raise StoreError(f"no store at {target}")
     return open_store_sync(location)
 
 
 def create_command(args: argparse.Namespace) -> int:
     """``ccag keys create``: the key on stdout alone, the details on stderr."""
-    if args.expires_in is not None and args.expires_in <= 0:
-        return _fail("--expires-in must be a positive number of days", EXIT_USAGE)
+    if args.expires_in is not None and not 0 < args.expires_in <= MAX_KEY_LIFETIME_DAYS:
+        return _fail(
+            f"--expires-in must be a positive number of days, at most {MAX_KEY_LIFETIME_DAYS:.0f}"
+            " (ten years)",
+            EXIT_USAGE,
+        )
+    for option, value in (("NAME", args.name), ("--user", args.user), ("--team", args.team)):
+        problem = name_problem(value) if value is not None else None
+        if problem is not None:
+            return _fail(f"{option}: {problem}", EXIT_USAGE)
     now = time.time()
     expires_at = now + args.expires_in * SECONDS_PER_DAY if args.expires_in else None
     user = args.user if args.user or args.team else args.name
 
     try:
-        with _open(args) as store:
+        with _open(args, create=True) as store:
             created = store.call(
                 lambda connection: issue_key(
                     connection, args.name, user=user, team=args.team,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -38,6 +39,24 @@ from ccag.store.identity import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Names of users, teams and keys: short, printable, and safe in a URL path
+# segment and a terminal table without quoting. The admin API and the
+# offline CLI both check names against this.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+NAME_RULE = "1 to 64 characters: letters, digits and . _ @ + -, starting with a letter or digit"
+
+# A key may be given at most ten years of life; beyond that the expiry is
+# almost certainly a unit mistake (milliseconds for seconds).
+MAX_KEY_LIFETIME_SECONDS = 10 * 365 * 86400.0
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid user, team or key name, or None if it is."""
+    if NAME_PATTERN.fullmatch(value):
+        return None
+    return f"{value[:80]!r} is not a valid name ({NAME_RULE})"
+
 
 KEY_PREFIX = "sk-ccag-"
 

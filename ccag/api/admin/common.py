@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -20,7 +19,7 @@ import attrs
 
 from ccag.api.responses import parse_json_body, send_error, send_json
 from ccag.auth.errors import AuthError
-from ccag.auth.keys import Principal
+from ccag.auth.keys import MAX_KEY_LIFETIME_SECONDS, NAME_RULE, Principal, name_problem
 from ccag.auth.sessions import SessionManager, not_admin
 from ccag.errors import ApiError
 from ccag.server.types import Handler, Request, Responder
@@ -31,19 +30,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Names of users, teams and keys: short, printable, and safe in a URL path
-# segment and a terminal table without quoting.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
-NAME_RULE = "1 to 64 characters: letters, digits and . _ @ + -, starting with a letter or digit"
 
 # Passwords set through the API: long enough to resist guessing, short
 # enough that the KDF is never fed megabytes.
 MIN_PASSWORD_CHARS = 12
 MAX_PASSWORD_CHARS = 1024
 
-# A key may be given at most ten years of life; beyond that the expiry is
-# almost certainly a unit mistake (milliseconds for seconds).
-MAX_KEY_LIFETIME_SECONDS = 10 * 365 * 86400.0
 
 # Responses may hold a key or a token: never cached anywhere.
 NO_STORE = (("cache-control", "no-store"),)
@@ -233,7 +225,7 @@ def body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
 
 
 def name_field(document: Mapping[str, Any], field: str, *, required: bool) -> str | None:
-    """A name from the body, checked against :data:`NAME_PATTERN`."""
+    """A name from the body, checked against :data:`ccag.auth.keys.NAME_PATTERN`."""
     if field not in document or (document[field] is None and not required):
         if required:
             raise bad_request(f"{field}: required ({NAME_RULE})")
@@ -241,8 +233,9 @@ def name_field(document: Mapping[str, Any], field: str, *, required: bool) -> st
     value = document[field]
     if not isinstance(value, str):
         raise bad_request(f"{field}: must be a string, not {type(value).__name__}")
-    if not NAME_PATTERN.fullmatch(value):
-        raise bad_request(f"{field}: {value[:80]!r} is not a valid name ({NAME_RULE})")
+    problem = name_problem(value)
+    if problem is not None:
+        raise bad_request(f"{field}: {problem}")
     return value
 
 
