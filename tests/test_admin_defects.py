@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -311,3 +312,21 @@ async def test_listings_survive_a_stored_expiry_out_of_range(
             listed = await admin.ok("GET", "/admin/keys")
     shown = next(k for k in listed["keys"] if k["name"] == "far")
     assert shown["status"] == "active" and str(int(far)) in shown["expires_at"]
+
+
+# -- #14: the live view's endpoint series ----------------------------------------
+
+
+def test_requests_that_reached_no_endpoint_are_not_an_endpoint_series() -> None:
+    from ccag.liveview.aggregates import Rollups
+    from tests.test_liveview_hub import event
+
+    rollups = Rollups()
+    routed = event(1, 1000.2)
+    refused = attrs.evolve(event(2, 1000.4, status=429), endpoint_id=None)
+    rollups.add(routed)
+    rollups.add(refused)
+    summary = rollups.close(1000, None)
+
+    assert summary["requests"] == 2
+    assert set(summary["endpoints"]) == {"default"}

@@ -90,10 +90,12 @@ class SecondRollup:
             self.ttft.append(event.ttft_ms)
         self.duration.append(event.duration_ms)
 
-        for table, name in (
-            (self.models, event.model),
-            (self.endpoints, event.endpoint_id or event.endpoint),
-        ):
+        # A request that reached no Bedrock endpoint (refused, or failed
+        # before routing) has no endpoint series; its route name is not one.
+        tables = [(self.models, event.model)]
+        if event.endpoint_id:
+            tables.append((self.endpoints, event.endpoint_id))
+        for table, name in tables:
             row = table.get(name)
             if row is None:
                 row = table[name] = [0, 0, 0, 0, 0]

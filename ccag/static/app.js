@@ -276,7 +276,8 @@
     tr.appendChild(cell(tokens(event.output_tokens), "num"));
     tr.appendChild(cell(event.tool_calls ? String(event.tool_calls) : "–", "num"));
     tr.appendChild(cell(money(event.cost_usd), "num"));
-    tr.appendChild(cell(event.endpoint_id || event.endpoint, "muted"));
+    // No endpoint id: the request reached no Bedrock endpoint.
+    tr.appendChild(cell(event.endpoint_id || "–", "muted"));
     return tr;
   }
 
@@ -287,8 +288,12 @@
   function money(value) {
     if (value == null) return "–";
     if (value === 0) return "$0";
-    if (value < 0.01) return "$" + value.toFixed(4);
-    return "$" + value.toFixed(2);
+    if (value >= 1 || value < 0) return "$" + value.toFixed(2);
+    // Below $1, four significant digits, so $0.0001 does not read "$0.00".
+    const decimals = Math.min(12, Math.max(2, 3 - Math.floor(Math.log10(value))));
+    const text = value.toFixed(decimals).replace(/0+$/, "");
+    const [whole, fraction] = text.split(".");
+    return "$" + whole + "." + (fraction || "").padEnd(2, "0");
   }
 
   function renderFeed() {
