@@ -325,11 +325,12 @@ class SpendRoutes:
     async def limit_item(self, admin: Admin, request: Request) -> Reply:
         """``PUT``, ``DELETE /admin/limits/{key|team}/{name}``."""
         await admin.admin(request)
-        scope, name = path_id(request, LIMITS_PREFIX)
-        if scope not in limit_store.SCOPES or not name:
+        scope, given = path_id(request, LIMITS_PREFIX)
+        if scope not in limit_store.SCOPES or not given:
             raise not_found(
                 "limits live at /admin/limits/key/{key id} and /admin/limits/team/{team}"
             )
+        name: str = given
         if request.method == "DELETE":
             # An override of a key or team deleted since may still be removed
             # by the name it was stored under.
@@ -350,12 +351,14 @@ class SpendRoutes:
             _number(document, "tpm", integer=True, maximum=MAX_RATE_PER_MINUTE),
         )
         now = admin.now()
-        name = await admin.read(lambda c: _limit_subject(c, scope, name, now, required=True))
+        subject = await admin.read(
+            lambda c: _limit_subject(c, scope, name, now, required=True)
+        )
         await admin.write(
-            lambda c: limit_store.save_limits(c, scope, name, limits, now)
+            lambda c: limit_store.save_limits(c, scope, subject, limits, now)
         )
         await self._changed()
-        return Reply(200, limit_store.limits_document(scope, name, limits))
+        return Reply(200, limit_store.limits_document(scope, subject, limits))
 
     # -- pricing --------------------------------------------------------------
 
