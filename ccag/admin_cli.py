@@ -261,6 +261,12 @@ def users_update(args: argparse.Namespace, client: AdminClient) -> int:
     password = _new_password(args)
     if password is not None:
         document["password"] = password
+        if args.current_password:
+            document["current_password"] = (
+                sys.stdin.readline().rstrip("\r\n")
+                if args.password_stdin
+                else getpass.getpass("current password: ")
+            )
     if not document:
         raise UsageError("nothing to update: give --name, --role, --team or a password option")
     answer = client.call("PATCH", _path("/admin/users/", args.user), document)
@@ -390,6 +396,11 @@ def register(subparsers: Any) -> None:
     update_team.add_argument("--team")
     update_team.add_argument("--no-team", action="store_true", help="leave the team")
     _password_options(update)
+    update.add_argument(
+        "--current-password", action="store_true",
+        help="also give your current password (a member changing their own must); "
+        "prompted, or the second line of stdin with --password-stdin",
+    )
     update.add_argument("--no-login", action="store_true", help="remove the password")
     delete = leaf(users, "delete", users_delete, "delete a user")
     delete.add_argument("user")

@@ -282,3 +282,36 @@ async def test_admin_cli_reports_usage_and_connection_errors(
             capsys, ["keys", "list", "--url", running.url, "--token", "t"]
         )
         assert status == 1 and "cannot reach the gateway" in err
+
+
+async def test_a_member_changes_their_password_with_the_current_one(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_gateway(tmp_path) as running:
+            token = await login(running.port)
+            url = running.url
+            admin_env = {"CCAG_URL": url, "CCAG_ADMIN_TOKEN": token, "HOME": str(tmp_path)}
+            status, _, err = await ccag_process(
+                ["admin", "users", "create", "alice", "--password-stdin"],
+                admin_env, stdin=b"first-password\n",
+            )
+            assert status == 0, err
+            alice_key = await running.new_key("alice-key", user="alice")
+            alice_env = {"CCAG_URL": url, "CCAG_ADMIN_TOKEN": alice_key, "HOME": str(tmp_path)}
+
+            refused, _, refused_err = await ccag_process(
+                ["admin", "users", "update", "alice", "--password-stdin"],
+                alice_env, stdin=b"second-password\n",
+            )
+            changed, _, changed_err = await ccag_process(
+                ["admin", "users", "update", "alice", "--password-stdin", "--current-password"],
+                alice_env, stdin=b"second-password\nfirst-password\n",
+            )
+            logged_in = await request(
+                running.port, "POST", "/auth/login",
+                headers=[("content-type", "application/json")],
+                body=json.dumps({"username": "alice", "password": "second-password"}).encode(),
+            )
+
+    assert refused == 1 and "current_password" in refused_err
+    assert changed == 0, changed_err
+    assert logged_in.status == 200
