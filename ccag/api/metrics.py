@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
+
 from ccag.errors import ApiError
 from ccag.server.types import Headers, Request, Responder
 from ccag.telemetry import Telemetry
@@ -59,7 +61,10 @@ async def metrics_handler(
         await responder.end_response()
         return
 
-    body, content_type = telemetry.render_prometheus()
+    # Rendering thousands of series takes tens of milliseconds: a worker
+    # thread keeps that off the event loop that streams everyone's replies.
+    # The recorder's reads are safe from another thread.
+    body, content_type = await trio.to_thread.run_sync(telemetry.render_prometheus)
     await responder.start_response(
         200,
         [

@@ -134,7 +134,12 @@ def _get_page(url: str, headers: list[tuple[str, str]]) -> Any:
     try:
         connection.request("GET", target, headers=dict(headers))
         response = connection.getresponse()
-        raw = response.read(MAX_LISTING_BYTES)
+        try:
+            raw = response.read(MAX_LISTING_BYTES)
+        finally:
+            # A response the server will close keeps its own handle on the
+            # socket, which closing the connection does not reach.
+            response.close()
     except (OSError, http.client.HTTPException) as exc:
         raise UpstreamError(f"cannot reach {parts.netloc}: {exc}") from None
     finally:
