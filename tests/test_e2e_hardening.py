@@ -175,3 +175,28 @@ async def test_client_credentials_never_reach_bedrock(tmp_path) -> None:
     assert "x-api-key" not in sent.lower()
     authorization = received.headers.get("authorization") or ""
     assert authorization.startswith("AWS4-HMAC-SHA256 ")
+
+
+async def test_a_request_with_both_framings_closes_the_connection(tmp_path) -> None:
+    body = b'{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"x"}]}'
+    chunked = hex(len(body))[2:].encode() + b"\r\n" + body + b"\r\n0\r\n\r\n"
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            stream = await trio.open_tcp_stream("127.0.0.1", running.port)
+            head = (
+                "POST /v1/messages HTTP/1.1\r\nhost: x\r\n"
+                f"x-api-key: {running.key}\r\ncontent-type: application/json\r\n"
+                "content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"
+            ).encode()
+            smuggled = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+            await stream.send_all(head + chunked + smuggled)
+            received = b""
+            while True:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                received += data
+            await stream.aclose()
+
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.count(b"HTTP/1.1 ") == 1

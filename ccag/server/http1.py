@@ -171,6 +171,11 @@ class Http1Connection:
 
             if await self._respond(request):
                 return False
+            if "transfer-encoding" in request.headers and "content-length" in request.headers:
+                # Both framings at once is how request smuggling starts: the
+                # body was read as chunked, and the connection must not carry
+                # another request (RFC 9112 6.1).
+                return False
             if (
                 conn.our_state is h11.DONE
                 and conn.their_state is h11.DONE
