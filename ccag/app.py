@@ -36,6 +36,7 @@ from ccag.bedrock.credentials import CredentialSource, has_credentials
 from ccag.bedrock.endpoint import default_runtime_url, resolve_endpoint_url
 from ccag.bedrock.endpoints import parse_endpoints, parse_routing
 from ccag.bedrock.facts import apply_beta_overrides, shipped_models
+from ccag.bedrock.router import EndpointRouter
 from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
 from ccag.config import Config
 from ccag.errors import ConfigError
@@ -131,7 +132,13 @@ async def run_gateway(
             endpoint_url = resolve_endpoint_url(config.endpoint_url, region, environ)
             if credentials is None:
                 credentials = CredentialSource.from_chain(profile=config.aws_profile)
-            logger.info("ccag is serving from Amazon Bedrock at %s", endpoint_url)
+            if config.endpoints:
+                logger.info(
+                    "ccag is serving from the configured Bedrock endpoints: %s",
+                    ", ".join(str(table.get("id")) for table in config.endpoints),
+                )
+            else:
+                logger.info("ccag is serving from Amazon Bedrock at %s", endpoint_url)
 
         store = await open_store(config.resolved_store)
         keys = KeyCache(store)
@@ -178,7 +185,7 @@ async def run_gateway(
             sinks=[spend.sink],
         )
 
-        router = _build_router(services, sessions, store, credentials)
+        router = _build_router(services, sessions, store)
         try:
             async with trio.open_nursery() as front:
                 port = await front.start(functools.partial(serve, router, config, shutdown=shutdown))
@@ -193,7 +200,7 @@ async def run_gateway(
             await _close(telemetry, store, client)
 
 
-def _build_router(services: Services, sessions: Any, store: Any, credentials: Any) -> Router:
+def _build_router(services: Services, sessions: Any, store: Any) -> Router:
     router = Router()
     router.add("POST", "/v1/messages", MessagesRoute(services))
     router.add("POST", "/v1/messages/count_tokens", CountTokensRoute(services))
@@ -206,12 +213,7 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     router.add("GET", "/health", health)
 
     async def readiness() -> dict[str, str]:
-        results = {}
-        try:
-            await credentials.get()
-            results["credentials"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in words
-            results["credentials"] = f"unavailable: {type(exc).__name__}"
+        results = {"credentials": await _credentials_state(services.upstream)}
         try:
             await store.ping()
             results["store"] = "ok"
@@ -249,6 +251,24 @@ def _build_router(services: Services, sessions: Any, store: Any, credentials: An
     register_endpoint_routes(router, services, sessions, store)
     services.sinks.append(register_liveview(router, services, sessions).record)
     return router
+
+
+async def _credentials_state(upstream: EndpointRouter) -> str:
+    """``ok`` when at least one endpoint can sign a request now.
+
+    One usable endpoint is enough to serve: the router fails over to it.
+    """
+    failures = []
+    for endpoint_id in upstream.endpoint_ids:
+        endpoint = upstream.endpoint(endpoint_id)
+        if endpoint.bearer_token or endpoint.credentials is None:
+            return "ok"
+        try:
+            await endpoint.credentials.get()
+            return "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready", said in words
+            failures.append(f"{endpoint_id}: {type(exc).__name__}")
+    return "unavailable: " + ", ".join(failures or ["no endpoints"])
 
 
 async def _announce_demo_key(store: Any, keys: KeyCache) -> None:

@@ -145,8 +145,10 @@ def test_a_zero_dollar_block_budget_refuses_at_once() -> None:
         [_at(2030, 1, 1)], [], Budget("z", "user", "x", "daily", 0.0, "block")
     )
 
-    with pytest.raises(ApiError):
+    with pytest.raises(ApiError) as refused:
         tracker.admit("x", None)
+
+    assert ("x-should-retry", "false") in refused.value.headers
 
 
 def test_prices_come_from_the_table_and_overrides_win() -> None:

@@ -200,3 +200,32 @@ async def test_a_request_with_both_framings_closes_the_connection(tmp_path) -> N
 
     assert received.startswith(b"HTTP/1.1 200")
     assert received.count(b"HTTP/1.1 ") == 1
+
+
+async def test_ready_with_configured_endpoints_checks_their_credentials(tmp_path) -> None:
+    from ccag.simulator import open_simulator
+
+    async with open_simulator() as simulator:
+        endpoint = {
+            "id": "local", "region": simulator.region, "url": simulator.url,
+            "control_url": simulator.url,
+            "credentials": {
+                "type": "static", "access_key_id": simulator.access_key,
+                "secret_access_key": simulator.secret_key,
+            },
+        }
+        config = load_config(
+            {"port": 0, "store": str(tmp_path / "s.sqlite3"), "endpoints": [endpoint],
+             "admin_password": "not-the-default"},
+            environ={},
+        )
+        with trio.fail_after(TIMEOUT_S):
+            async with trio.open_nursery() as nursery:
+                gateway = await nursery.start(
+                    functools.partial(run_gateway, config, environ={"AWS_EC2_METADATA_DISABLED": "true"})
+                )
+                ready = await request(gateway.port, "GET", "/ready")
+                nursery.cancel_scope.cancel()
+
+    assert ready.status == 200, ready.body
+    assert ready.json()["credentials"] == "ok"

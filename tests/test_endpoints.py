@@ -179,3 +179,16 @@ async def test_admin_sees_health_adds_an_endpoint_and_routes_a_team(tmp_path) ->
     assert shown["verdicts"]["east/us.anthropic.x"]["beta"]["b1"] > 50
     assert after["verdicts"] == {}
     assert member.status in (403, 404, 405)
+
+
+def test_a_stand_in_runtime_url_is_also_the_control_plane() -> None:
+    from ccag.bedrock.endpoints import EndpointSpec
+
+    stand_in = EndpointSpec(id="a", region="us-east-1", geo_prefix="us", url="http://127.0.0.1:9/")
+    aws_private = EndpointSpec(
+        id="b", region="us-east-1", geo_prefix="us",
+        url="https://vpce-1.bedrock-runtime.us-east-1.vpce.amazonaws.com",
+    )
+
+    assert stand_in.control_plane_url() == "http://127.0.0.1:9"
+    assert aws_private.control_plane_url() == "https://bedrock.us-east-1.amazonaws.com"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -142,7 +143,16 @@ class EndpointSpec:
     def control_plane_url(self) -> str:
         if self.control_url:
             return self.control_url.rstrip("/")
+        if self.url and not _is_aws_host(self.url):
+            # A runtime URL outside AWS is a stand-in (a simulator, a proxy):
+            # discovery asks it too, never AWS's own control plane.
+            return self.url.rstrip("/")
         return f"https://bedrock.{self.region}.amazonaws.com"
+
+
+def _is_aws_host(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws"))
 
 
 @attrs.frozen

@@ -289,7 +289,13 @@ class BudgetTracker:
                     f"{rfc3339(status.period_end)}",
                     "rate_limit_error",
                     # The headers describe the budget that refused, not the tightest.
-                    [("retry-after", str(retry_after)), *budget_headers([status])],
+                    # A spent budget comes back only at the reset: a client
+                    # retrying sooner would be refused for nothing.
+                    [
+                        ("retry-after", str(retry_after)),
+                        ("x-should-retry", "false"),
+                        *budget_headers([status]),
+                    ],
                 )
             if budget.policy == "throttle" and budget.throttle_rpm is not None:
                 throttle_at = 1.0 if budget.throttle_at is None else budget.throttle_at
