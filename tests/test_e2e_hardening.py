@@ -229,3 +229,12 @@ async def test_ready_with_configured_endpoints_checks_their_credentials(tmp_path
 
     assert ready.status == 200, ready.body
     assert ready.json()["credentials"] == "ok"
+
+
+def test_a_sim_tool_directive_reads_a_list_of_objects_whole() -> None:
+    from ccag.simulator.directives import default_scenario
+
+    prompt = 'plan [sim:tool TodoWrite {"todos":[{"content":"x","status":"pending"}]}] now'
+    scenario = default_scenario({"messages": [{"role": "user", "content": prompt}]})
+
+    assert scenario.input == {"todos": [{"content": "x", "status": "pending"}]}

@@ -91,6 +91,19 @@ def default_text(body: dict[str, Any]) -> str:
     return "Simulated reply to: " + prompt[:ECHO_CHARS]
 
 
+def _tool_input(text: str, start: int) -> dict[str, Any]:
+    """The JSON object that starts at ``start``, read whole.
+
+    The directive pattern stops at the first ``}]``, which an input holding a
+    list of objects contains; the JSON decoder knows where the object ends.
+    """
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return {"raw": text[start:]}
+    return value if isinstance(value, dict) else {}
+
+
 def default_scenario(body: dict[str, Any]) -> Scenario:
     """The scenario for an unscripted call with InvokeModel ``body``."""
     search = _search_scenario(body)
@@ -100,14 +113,12 @@ def default_scenario(body: dict[str, Any]) -> Scenario:
     if _is_tool_result(content):
         return Text()
 
-    for match in _DIRECTIVE.finditer(_text_of(content)):
+    text = _text_of(content)
+    for match in _DIRECTIVE.finditer(text):
         name, argument, payload = match.groups()
         if name == "tool" and argument:
-            try:
-                tool_input = json.loads(payload) if payload else {}
-            except json.JSONDecodeError:
-                tool_input = {"raw": payload}
-            return ToolUse(name=argument, input=tool_input if isinstance(tool_input, dict) else {})
+            tool_input = _tool_input(text, match.start(3)) if payload else {}
+            return ToolUse(name=argument, input=tool_input)
         if name == "fail-stream":
             return StreamException()
         if name == "text" and argument and argument.isdigit():
