@@ -155,8 +155,13 @@ class LoginThrottle:
         while state.times and state.times[0] <= now - self._window:
             state.times.popleft()
         state.times.append(now)
-        if len(state.times) >= self._max_failures:
+        if len(state.times) >= self._max_failures and state.locked_until <= now:
             state.locked_until = now + self._lockout
+            # An operator must see a guesser, or a colleague locked out.
+            logger.warning(
+                "login: %s made %d attempts within %.0f s; locked out for %.0f s",
+                client, len(state.times), self._window, self._lockout,
+            )
         return now
 
     def attempt_succeeded(self, client: str, handle: float) -> None:
