@@ -198,6 +198,7 @@ async def test_team_limit_override_of_zero_blocks_and_removing_it_unblocks(
 
     document = assert_error(blocked, 429, "rate_limit_error")
     assert "team 'green'" in document["error"]["message"]
+    assert blocked.headers.get("x-should-retry") == "false"
     assert other_team.status == 200
     assert listing["overrides"] == [
         {"scope": "team", "name": "green", "rpm": 0, "tpm": None}

@@ -124,6 +124,8 @@ class SpendSystem:
             # A throttled budget's refusal carries that budget's headers.
             [
                 ("retry-after", str(refusal.retry_after)),
+                # A limit of 0 admits nothing, however long the client waits.
+                *([("x-should-retry", "false")] if refusal.limit == 0 else []),
                 *admission.refusal_headers.get(refusal.subject, admission.headers),
             ],
         )
