@@ -330,3 +330,19 @@ def test_requests_that_reached_no_endpoint_are_not_an_endpoint_series() -> None:
 
     assert summary["requests"] == 2
     assert set(summary["endpoints"]) == {"default"}
+
+
+async def test_spend_refuses_unknown_query_parameters(tmp_path) -> None:
+    from tests.admin_fixture import login
+    from tests.e2e_client import request as raw_request
+
+    with trio.fail_after(30):
+        async with open_gateway(tmp_path) as running:
+            token = await login(running.port)
+            reply = await raw_request(
+                running.port, "GET", "/admin/spend?by=user&bogus=1",
+                headers=[("authorization", f"Bearer {token}")],
+            )
+
+    assert reply.status == 400
+    assert "bogus" in reply.json()["error"]["message"]

@@ -59,6 +59,9 @@ LIMITS_PREFIX = "/admin/limits/"
 PRICING_PREFIX = "/admin/pricing/"
 
 DEFAULT_SPAN_SECONDS = 7 * 86400.0
+
+# What GET /admin/spend understands; anything else is a typo worth a 400.
+SPEND_PARAMETERS = frozenset({"by", "since", "until", "user", "team", "key_id"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -181,6 +184,12 @@ class SpendRoutes:
         """``GET /admin/spend``."""
         principal = await admin.principal(request)
         params = query(request)
+        unknown = sorted(set(params) - SPEND_PARAMETERS)
+        if unknown:
+            raise bad_request(
+                f"unknown query parameter(s) {', '.join(unknown)}; "
+                f"use {', '.join(sorted(SPEND_PARAMETERS))}"
+            )
         by = params.get("by", "user")
         if by not in GROUPS:
             raise bad_request(
