@@ -78,10 +78,23 @@ class Router:
     def refused(self, request: Request, error: ApiError) -> None:
         """The server answered ``request`` itself (413): tell its route, if
         the route counts such requests (see :func:`ccag.server.common.report_refusal`)."""
-        _, handler = self._find(request)
+        path, handler = self._find(request)
         refused = getattr(handler, "refused", None)
+        if refused is not None and getattr(handler, "logs_access", False):
+            # The route writes its own, richer access line.
+            refused(request, error)
+            return
         if refused is not None:
             refused(request, error)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s %d %.1fms",
+                request.request_id,
+                request.method,
+                path[:200],
+                error.status,
+                (trio.current_time() - request.started_at) * 1000.0,
+            )
 
     async def __call__(self, request: Request, responder: Responder) -> None:
         path, handler = self._find(request)

@@ -21,6 +21,34 @@ from ccag.server.types import Handler, Headers, Request
 
 logger = logging.getLogger("ccag.server")
 
+# The same logger and line format as the application's access log
+# (ccag/api/router.py), so that requests the shell answers itself show up too.
+access_log = logging.getLogger("ccag.access")
+
+# Longest path written to an access line; a hostile path must not flood logs.
+_ACCESS_PATH_CHARS = 200
+
+
+def log_server_response(
+    request_id: str, method: str, path: str, status: int, started_at: float
+) -> None:
+    """Write the access line of a response the server shell sent itself.
+
+    Malformed requests (400), oversized heads and bodies (431, 413) and slow
+    requests (408) never reach a handler; without this line they would leave
+    no trace in the access log. ``method`` and ``path`` are ``-`` when the
+    request line could not be read.
+    """
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s %d %.1fms",
+            request_id,
+            method or "-",
+            path[:_ACCESS_PATH_CHARS] or "-",
+            status,
+            (trio.current_time() - started_at) * 1000.0,
+        )
+
 # One read asks for this much: large enough that a 76 KB Claude Code body
 # arrives in two reads, small enough to bound what one read may allocate.
 READ_SIZE = 64 * 1024
@@ -55,7 +83,7 @@ def error_response(
     return headers, body
 
 
-def report_refusal(handler: Handler, request: Request, error: ApiError) -> None:
+def report_refusal(handler: Handler, request: Request, error: ApiError) -> bool:
     """Tell the application about a request the shell answered itself.
 
     The shell refuses some requests before any handler runs (a body over the
@@ -63,14 +91,20 @@ def report_refusal(handler: Handler, request: Request, error: ApiError) -> None:
     learns of them, so that what it counts (``ccag.requests.total`` counts
     every ``/v1/messages`` request) includes these. ``request.body`` is empty:
     it was not read.
+
+    Returns:
+        True when the handler took the report (it then writes the access
+        line); False when the shell should log the response itself.
     """
     refused = getattr(handler, "refused", None)
     if refused is None:
-        return
+        return False
     try:
         refused(request, error)
     except Exception:  # an observer's bug must not break the connection
         logger.exception("request %s: reporting the refusal failed", request.request_id)
+        return False
+    return True
 
 
 def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:

@@ -25,6 +25,7 @@ from ccag.server.common import (
     decode_headers,
     error_response,
     linger_and_close,
+    log_server_response,
     new_request_id,
     peer_address,
     report_refusal,
@@ -155,8 +156,15 @@ class Http1Connection:
                     "request %s refused: %s", request_id, failure.error.message
                 )
                 await self._send_error(failure.error, request_id)
-                if failure.request is not None:
-                    report_refusal(self._handler, failure.request, failure.error)
+                head = failure.request
+                if head is None or not report_refusal(self._handler, head, failure.error):
+                    log_server_response(
+                        request_id,
+                        head.method if head is not None else "-",
+                        head.path if head is not None else "-",
+                        failure.error.status,
+                        started_at,
+                    )
                 return True
             if request is None:
                 logger.debug(
@@ -167,6 +175,7 @@ class Http1Connection:
                 await self._send_error(
                     ApiError(408, "The request did not arrive in time."), request_id
                 )
+                log_server_response(request_id, "-", "-", 408, started_at)
                 return True
 
             if await self._respond(request):
