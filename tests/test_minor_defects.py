@@ -79,3 +79,30 @@ async def test_oversized_body_on_messages_is_logged_once(
     lines = _access_lines(caplog)
     assert len(lines) == 1, lines
     assert " POST /v1/messages 413 " in lines[0]
+
+
+async def test_refused_live_view_logs_the_1008_close_and_a_member_wording(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    import trio_websocket
+
+    from tests.test_liveview_socket import open_viewer
+
+    caplog.set_level(logging.INFO, logger="ccag.access")
+    with trio.fail_after(15):
+        async with open_gateway(tmp_path) as running:
+            async with open_viewer(running) as ws:
+                await ws.send_message(json.dumps({"type": "hello", "token": "bogus"}))
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ws.get_message()
+            with trio.fail_after(5):
+                while not any("/ui/ws" in line for line in _access_lines(caplog)):
+                    await trio.sleep(0.01)
+    reason = closed.value.reason.reason or ""
+    assert closed.value.reason.code == 1008
+    assert "admin" not in reason and "API key" in reason
+    lines = [line for line in _access_lines(caplog) if "/ui/ws" in line]
+    assert len(lines) == 1, lines
+    assert " GET /ui/ws 101 closed 1008 websocket " in lines[0]

@@ -332,8 +332,8 @@ class SessionManager:
         if not credential.startswith(SESSION_PREFIX):
             raise AuthError(
                 401,
-                "invalid admin credentials: send Authorization: Bearer with an admin "
-                "session token (from POST /auth/login) or an admin API key",
+                "invalid credentials: send Authorization: Bearer with a session "
+                "token (from POST /auth/login) or an API key",
                 INVALID_KEY,
             )
         record = None

@@ -138,16 +138,21 @@ class LiveSocket:
 
         stream = responder.take_over()  # type: ignore[attr-defined]
         _limit_send_buffer(stream)
+        # What the client got: the access line must not claim a 101 that was
+        # never sent, nor hide a 1008 refusal behind it.
+        status = ["- handshake not completed"]
         try:
-            await self._upgrade(stream, request)
+            await self._upgrade(stream, request, status)
         finally:
             access_log.info(
-                "%s GET /ui/ws 101 websocket %.1fs",
+                "%s GET /ui/ws %s websocket %.1fs",
                 request.request_id,
+                status[0],
                 trio.current_time() - request.started_at,
             )
 
-    async def _upgrade(self, stream: Any, request: Request) -> None:
+    async def _upgrade(self, stream: Any, request: Request, status: list[str]) -> None:
+        """Accept the WebSocket and serve it; ``status[0]`` says how it went."""
         websocket: trio_websocket.WebSocketConnection | None = None
         async with trio.open_nursery() as nursery:
             with trio.move_on_after(HANDSHAKE_TIMEOUT_SECONDS):
@@ -158,12 +163,16 @@ class LiveSocket:
             if websocket is None or websocket.closed:
                 nursery.cancel_scope.cancel()
                 return
+            status[0] = "101"
             try:
                 await self._serve(websocket, request)
             finally:
                 with trio.move_on_after(CLOSE_TIMEOUT_SECONDS) as scope:
                     scope.shield = True
                     await websocket.aclose()
+                closed = websocket.closed
+                if closed is not None:
+                    status[0] = f"101 closed {closed.code}"
                 nursery.cancel_scope.cancel()
 
     async def _serve(self, websocket: trio_websocket.WebSocketConnection,
