@@ -106,3 +106,24 @@ async def test_refused_live_view_logs_the_1008_close_and_a_member_wording(
     lines = [line for line in _access_lines(caplog) if "/ui/ws" in line]
     assert len(lines) == 1, lines
     assert " GET /ui/ws 101 closed 1008 websocket " in lines[0]
+
+
+@pytest.mark.parametrize("raw_limit", [b"1e400", b"-1", b'"ten"'])
+async def test_infinite_budget_limit_is_refused_in_dollars(tmp_path: Path, raw_limit: bytes) -> None:
+    from tests.admin_fixture import as_admin
+
+    body = (
+        b'{"scope": "team", "name": "eng", "period": "daily", "policy": "block", "limit_usd": '
+        + raw_limit
+        + b"}"
+    )
+    with trio.fail_after(10):
+        async with open_gateway(tmp_path) as running:
+            admin = await as_admin(running.port)
+            await admin.ok("POST", "/admin/teams", {"name": "eng"}, 201)
+            reply = await admin.call("POST", "/admin/budgets", raw=body)
+    assert reply.status == 400
+    message = reply.json()["error"]["message"]
+    assert message.startswith(
+        "limit_usd: must be a finite number of dollars from 0 to 1,000,000,000"
+    ), message

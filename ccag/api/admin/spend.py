@@ -152,7 +152,11 @@ def _number(
     # A JSON integer may have any number of digits: compare before any float
     # conversion (math.isfinite overflows on such an int).
     if not is_number or (isinstance(value, float) and not math.isfinite(value)) or value < 0:
-        raise bad_request(f"{field}: must be a number not below 0, not {value!r:.80}")
+        # Not a number, negative or infinite (JSON 1e400 parses as inf): say
+        # what is accepted, in the field's own unit.
+        what = "finite number of dollars" if field.endswith("_usd") else "finite number"
+        accepted = "from 0" if maximum is None else f"from 0 to {maximum:,.0f}"
+        raise bad_request(f"{field}: must be a {what} {accepted}, not {value!r:.80}")
     if maximum is not None and value > maximum:
         raise bad_request(f"{field}: must be at most {maximum:,.0f}")
     if integer and value != int(value):
