@@ -216,6 +216,9 @@ class Config:
         return self.values.get("store") or _default_store()
 
 
+_KIND_WORDS = {int: "a whole number", float: "a number", str: "text"}
+
+
 def _convert(setting: Setting, raw: Any, source: str) -> Any:
     try:
         if raw is None:
@@ -225,7 +228,12 @@ def _convert(setting: Setting, raw: Any, source: str) -> Any:
         elif isinstance(raw, setting.kind):
             value = raw
         else:
-            value = setting.kind(raw)
+            try:
+                value = setting.kind(raw)
+            except (TypeError, ValueError):
+                # Python's own words ("invalid literal for int() with base
+                # 10") tell an operator nothing; say what is expected.
+                raise ValueError(f"must be {_KIND_WORDS.get(setting.kind, 'a value')}") from None
         if setting.check is not None:
             value = setting.check(value)
         return value

@@ -92,3 +92,14 @@ def test_a_bad_endpoint_is_the_first_and_only_error(tmp_path) -> None:
     assert len(lines) == 1, lines
     assert "endpoint 'a': region is required" in lines[0]
     assert not (tmp_path / "s.sqlite3").exists()
+
+
+def test_a_setting_of_the_wrong_kind_says_what_is_expected(tmp_path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('port = "x1"\n')
+
+    result = run("serve", "--config", str(config), tmp_path=tmp_path)
+
+    assert result.returncode == 2
+    assert "'x1' is not valid for port: must be a whole number" in result.stderr
+    assert "invalid literal" not in result.stderr
