@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 
-from ccag.errors import ConfigError
 from ccag.bedrock.endpoints import json_setting
+from ccag.errors import ConfigError
 
 
 def _positive(value: float) -> float:
@@ -194,7 +195,7 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         merged = dict(self.values)
         for name, value in changes.items():
             if name not in SETTINGS_BY_NAME:

@@ -24,7 +24,13 @@ from ccag.auth.keys import (
 )
 from ccag.config import load_config
 from ccag.errors import ConfigError
-from ccag.store import Store, StoreConflict, StoreError, open_store_sync, parse_store_url
+from ccag.store import (
+    Store,
+    StoreConflict,
+    StoreError,
+    open_store_sync,
+    parse_store_url,
+)
 from ccag.store.identity import ROLES, KeyRecord, find_keys, load_keys, revoke_key
 
 SECONDS_PER_DAY = 86400.0

@@ -217,8 +217,10 @@ def _sign_plain_request(
     signed.append(
         (
             "Authorization",
-            f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed_headers}, Signature={signature}",
+            (
+                f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+                f"SignedHeaders={signed_headers}, Signature={signature}"
+            ),
         )
     )
     return signed

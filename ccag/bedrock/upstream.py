@@ -7,8 +7,8 @@ endpoints builds on this seam.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import attrs
 

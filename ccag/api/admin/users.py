@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from ccag.api.admin.common import (
+    MAX_PASSWORD_CHARS,
     Admin,
     Reply,
     bad_request,
@@ -23,7 +24,6 @@ from ccag.api.admin.common import (
     forbidden,
     is_true,
     item_route,
-    MAX_PASSWORD_CHARS,
     live_keys_conflict,
     name_field,
     not_found,
