@@ -11,15 +11,10 @@ only when no exact route matches, longest prefix first, so the hot path
 
 from __future__ import annotations
 
-import logging
-
-import trio
-
 from ccag.api.responses import send_error
 from ccag.errors import ApiError
+from ccag.server.common import log_access
 from ccag.server.types import Handler, Request, Responder
-
-access_log = logging.getLogger("ccag.access")
 
 
 class _StatusRecorder:
@@ -86,15 +81,7 @@ class Router:
             return
         if refused is not None:
             refused(request, error)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s %d %.1fms",
-                request.request_id,
-                request.method,
-                path[:200],
-                error.status,
-                (trio.current_time() - request.started_at) * 1000.0,
-            )
+        log_access(request.request_id, request.method, path, error.status, request.started_at)
 
     async def __call__(self, request: Request, responder: Responder) -> None:
         path, handler = self._find(request)
@@ -117,12 +104,6 @@ class Router:
             else:
                 await handler(request, recorder)
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %s %d %.1fms",
-                    request.request_id,
-                    request.method,
-                    path[:200],
-                    recorder.status,
-                    (trio.current_time() - request.started_at) * 1000.0,
-                )
+            log_access(
+                request.request_id, request.method, path, recorder.status, request.started_at
+            )

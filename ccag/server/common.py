@@ -29,14 +29,15 @@ access_log = logging.getLogger("ccag.access")
 _ACCESS_PATH_CHARS = 200
 
 
-def log_server_response(
+def log_access(
     request_id: str, method: str, path: str, status: int, started_at: float
 ) -> None:
-    """Write the access line of a response the server shell sent itself.
+    """Write one access line: request id, method, path, status, duration.
 
-    Malformed requests (400), oversized heads and bodies (431, 413) and slow
-    requests (408) never reach a handler; without this line they would leave
-    no trace in the access log. ``method`` and ``path`` are ``-`` when the
+    The router writes it for every route but the model route (whose line
+    carries model and tokens); the shell writes it for what never reaches a
+    handler: malformed requests (400), oversized heads and bodies (431, 413)
+    and slow requests (408). ``method`` and ``path`` are ``-`` when the
     request line could not be read.
     """
     if access_log.isEnabledFor(logging.INFO):

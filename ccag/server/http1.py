@@ -25,7 +25,7 @@ from ccag.server.common import (
     decode_headers,
     error_response,
     linger_and_close,
-    log_server_response,
+    log_access,
     new_request_id,
     peer_address,
     report_refusal,
@@ -158,7 +158,7 @@ class Http1Connection:
                 await self._send_error(failure.error, request_id)
                 head = failure.request
                 if head is None or not report_refusal(self._handler, head, failure.error):
-                    log_server_response(
+                    log_access(
                         request_id,
                         head.method if head is not None else "-",
                         head.path if head is not None else "-",
@@ -175,7 +175,7 @@ class Http1Connection:
                 await self._send_error(
                     ApiError(408, "The request did not arrive in time."), request_id
                 )
-                log_server_response(request_id, "-", "-", 408, started_at)
+                log_access(request_id, "-", "-", 408, started_at)
                 return True
 
             if await self._respond(request):
