@@ -15,31 +15,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ccag.bedrock.facts import shipped_models, unknown_model_facts
+from ccag.bedrock.facts import shipped_models
 from ccag.liveview.events import Pricer, Visibility
 from ccag.liveview.hub import SECONDS_PER_DAY, LiveHub
+from ccag.spend.pricing import PriceTable
 
 # How long a spend report is reused: the store is asked at most this often
 # per scope however many pages are open.
 SPEND_CACHE_SECONDS = 5.0
-TOKENS_PER_PRICE_UNIT = 1_000_000
 
 
 def facts_pricer() -> Pricer:
     """Prices from the shipped model table (the fallback when no spend system)."""
-    prices = {name: facts.pricing for name, facts in shipped_models().items()}
-    unknown = unknown_model_facts().pricing
+    table = PriceTable(shipped_models())
 
     def price(model: str, input_tokens: int, output_tokens: int, cache_read: int,
               cache_write: int) -> float:
-        pricing = prices.get(model, unknown)
-        total = (
-            input_tokens * pricing.input
-            + output_tokens * pricing.output
-            + cache_read * pricing.cache_read
-            + cache_write * pricing.cache_write_5m
-        )
-        return total / TOKENS_PER_PRICE_UNIT
+        return table.price(model).cost(input_tokens, output_tokens, cache_read, cache_write)
 
     return price
 
