@@ -28,6 +28,7 @@ from ccag.api.admin.common import (
     bad_request,
     body,
     conflict,
+    no_such_route,
     not_found,
     path_id,
     query,
@@ -160,7 +161,7 @@ async def team_route_item(admin: Admin, request: Request) -> Reply:
     await admin.admin(request)
     team, action = path_id(request, TEAM_ROUTE_PREFIX)
     if action is not None:
-        raise not_found(f"{request.path[:200]} is not a route of this gateway")
+        raise no_such_route(request)
     if request.method == "DELETE":
         deleted = await admin.write(lambda connection: stored.delete_team_route(connection, team))
         if not deleted:

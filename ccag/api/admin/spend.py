@@ -37,6 +37,7 @@ from ccag.api.admin.common import (
     body,
     conflict,
     forbidden,
+    no_such_route,
     not_found,
     path_id,
     query,
@@ -289,7 +290,7 @@ class SpendRoutes:
         await admin.admin(request)
         budget_id, action = path_id(request, BUDGETS_PREFIX)
         if action is not None:
-            raise not_found(f"no route {request.path[:200]}")
+            raise no_such_route(request)
         found = await admin.read(lambda c: budget_store.get_budget(c, budget_id))
         if found is None:
             raise not_found(f"no budget with id {budget_id[:80]!r}")
@@ -388,7 +389,7 @@ class SpendRoutes:
         await admin.admin(request)
         model, action = path_id(request, PRICING_PREFIX)
         if action is not None:
-            raise not_found(f"no route {request.path[:200]}")
+            raise no_such_route(request)
         if request.method == "DELETE":
             removed = await admin.write(lambda c: price_store.delete_override(c, model))
             if not removed:
