@@ -68,22 +68,19 @@ class Upstream:
             yield response
 
 
+# Why Bedrock could not be reached -> status, words, Anthropic type, metric label.
+# Order matters: the first class the exception is an instance of wins.
+_FAILURES: tuple[tuple[type[UpstreamError], int, str, str, str], ...] = (
+    (UpstreamTimeout, 504, "Bedrock did not answer in time", "timeout_error", "timeout"),
+    (UpstreamConnectError, 502, "could not connect to Bedrock", "api_error", "connect_error"),
+    (UpstreamClosed, 502, "the connection to Bedrock broke", "api_error", "stream_error"),
+    (UpstreamProtocolError, 502, "Bedrock sent a malformed response", "api_error", "bad_response"),
+)
+
+
 def upstream_failure(exc: UpstreamError) -> UpstreamApiError:
     """The Anthropic error a client gets when Bedrock could not be reached."""
-    if isinstance(exc, UpstreamTimeout):
-        return UpstreamApiError(
-            504, "Bedrock did not answer in time", "timeout_error", metric_error_type="timeout"
-        )
-    if isinstance(exc, UpstreamConnectError):
-        return UpstreamApiError(
-            502, "could not connect to Bedrock", "api_error", metric_error_type="connect_error"
-        )
-    if isinstance(exc, UpstreamClosed):
-        return UpstreamApiError(
-            502, "the connection to Bedrock broke", "api_error", metric_error_type="stream_error"
-        )
-    if isinstance(exc, UpstreamProtocolError):
-        return UpstreamApiError(
-            502, "Bedrock sent a malformed response", "api_error", metric_error_type="bad_response"
-        )
+    for kind, status, message, error_type, metric in _FAILURES:
+        if isinstance(exc, kind):
+            return UpstreamApiError(status, message, error_type, metric_error_type=metric)
     return UpstreamApiError(502, "Bedrock failed", "api_error", metric_error_type="server_error")
