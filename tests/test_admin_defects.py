@@ -14,9 +14,8 @@ import trio
 
 from ccag.auth import cli as keys_cli_module
 from ccag.auth.keys import create_key
-
-from tests.admin_fixture import Caller, as_admin, login
 from ccag.simulator.scenarios import Text
+from tests.admin_fixture import Caller, as_admin, login
 from tests.e2e_client import assert_error, message_body, post_messages
 from tests.gateway_fixture import open_gateway
 
@@ -200,11 +199,11 @@ async def test_tiny_budgets_keep_their_digits_in_messages_and_headers(tmp_path: 
             refused = await post_messages(running.port, running.key, message_body())
 
     assert first.status == 200
-    assert first.headers["x-ccag-budget-limit-usd"] == "0.0001"
-    assert first.headers["x-ccag-budget-remaining-usd"] == "0.0001"
+    assert first.headers["x-ccag-budget-limit-usd"] == "0.000100000"
+    assert first.headers["x-ccag-budget-remaining-usd"] == "0.000100000"
     message = assert_error(refused, 429, "rate_limit_error")["error"]["message"]
     assert "($0.0001)" in message, message
-    assert refused.headers["x-ccag-budget-remaining-usd"] == "0.00"
+    assert refused.headers["x-ccag-budget-remaining-usd"] == "0.000000000"
 
 
 async def test_a_throttle_refusal_names_the_throttled_budget(tmp_path: Path) -> None:
@@ -225,7 +224,7 @@ async def test_a_throttle_refusal_names_the_throttled_budget(tmp_path: Path) -> 
     message = assert_error(refused, 429, "rate_limit_error")["error"]["message"]
     assert "weekly budget" in message, message
     assert refused.headers["x-ccag-budget"] == "user:tester:weekly"
-    assert refused.headers["x-ccag-budget-limit-usd"] == "100.00"
+    assert refused.headers["x-ccag-budget-limit-usd"] == "100.000000000"
 
 
 # -- #10: what members see of budgets --------------------------------------------

@@ -58,7 +58,7 @@ def test_block_refuses_once_used_up_and_the_next_period_starts_at_zero() -> None
 
     assert tracker.admit("alice", None).headers[0] == (
         "x-ccag-budget-remaining-usd",
-        "1.00",
+        "1.000000000",
     )
     tracker.add("alice", None, 0.6, now[0])
     tracker.add("alice", None, 0.4, now[0])
@@ -75,7 +75,7 @@ def test_block_refuses_once_used_up_and_the_next_period_starts_at_zero() -> None
     now[0] = _at(2030, 1, 17, 0)
     assert (
         dict(tracker.admit("alice", None).headers)["x-ccag-budget-remaining-usd"]
-        == "1.00"
+        == "1.000000000"
     )
 
 
@@ -136,7 +136,7 @@ def test_the_tightest_budget_names_the_headers() -> None:
 
     headers = dict(tracker.admit("alice", "red").headers)
 
-    assert headers["x-ccag-budget-remaining-usd"] == "4.00"
+    assert headers["x-ccag-budget-remaining-usd"] == "4.000000000"
     assert headers["x-ccag-budget"] == "team:red:daily"
 
 

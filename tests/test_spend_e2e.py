@@ -303,7 +303,7 @@ async def test_blocking_budget_refuses_with_429_until_the_next_period_and_notifi
         0.05 * 0.8 > sonnet and 2 * sonnet >= 0.05
     )  # crossing both thresholds at once
     assert first.status == 200
-    assert first.headers["x-ccag-budget-remaining-usd"] == "0.05"
+    assert first.headers["x-ccag-budget-remaining-usd"] == "0.050000000"
     assert first.headers["x-ccag-budget-resets-at"] == "2030-01-16T00:00:00Z"
     assert second.status == 200  # the SSE head carries the budget too
     assert float(second.headers["x-ccag-budget-remaining-usd"]) == pytest.approx(
@@ -314,14 +314,14 @@ async def test_blocking_budget_refuses_with_429_until_the_next_period_and_notifi
     message = document["error"]["message"]
     assert "daily budget of team 'red'" in message and "2030-01-16T00:00:00Z" in message
     assert refused.headers["retry-after"] == str(12 * 3600)
-    assert refused.headers["x-ccag-budget-remaining-usd"] == "0.00"
+    assert refused.headers["x-ccag-budget-remaining-usd"] == "0.000000000"
 
     assert sorted(notice["threshold"] for notice in receiver.received) == [0.8, 1.0]
     assert {notice["budget_id"] for notice in receiver.received} == {budget["id"]}
     assert listed["budgets"][0]["spent_usd"] == pytest.approx(2 * sonnet, abs=1e-9)
 
     assert next_day.status == 200
-    assert next_day.headers["x-ccag-budget-remaining-usd"] == "0.05"
+    assert next_day.headers["x-ccag-budget-remaining-usd"] == "0.050000000"
     assert next_day.headers["x-ccag-budget-resets-at"] == "2030-01-17T00:00:00Z"
 
 

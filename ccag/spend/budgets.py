@@ -56,7 +56,9 @@ def rfc3339(timestamp: float) -> str:
 
 
 # Header amounts: exact to a nano-dollar, far below any single call's cost
-# (float sums carry noise past that).
+# (float sums carry noise past that). Always this many places, so every amount
+# in the headers has one format and a client never mistakes a rounded figure
+# for an exact one.
 EXACT_USD_DECIMALS = 9
 # Amounts below $1 shown to people keep this many significant digits, so a
 # $0.0001 budget does not read "$0.00".
@@ -78,11 +80,10 @@ def format_usd(amount: float) -> str:
 
 
 def exact_usd(amount: float) -> str:
-    """Dollars for machines (headers): a plain decimal, exact to
-    :data:`EXACT_USD_DECIMALS` places, at least two (``2.00``, ``0.0001``)."""
-    if not math.isfinite(amount):
-        return f"{amount:.2f}"
-    return _at_least_cents(f"{round(amount, EXACT_USD_DECIMALS):.{EXACT_USD_DECIMALS}f}")
+    """Dollars for machines (headers): a plain decimal with exactly
+    :data:`EXACT_USD_DECIMALS` places (``500.000000000``, ``499.999877000``)."""
+    # Adding 0.0 turns a negative zero into "0.000000000", not "-0.000000000".
+    return f"{amount + 0.0:.{EXACT_USD_DECIMALS}f}"
 
 
 def period_bounds(period: str, at: float) -> tuple[float, float]:
