@@ -45,7 +45,9 @@ from ccag.store.identity import KeyRecord
 PREFIX = "/admin/keys/"
 _CREATE_FIELDS = ("name", "user", "team", "role", "expires_in", "expires_at")
 _UPDATE_FIELDS = ("name", "user", "team", "role", "expires_in", "expires_at")
-_MEMBER_UPDATE_FIELDS = ("name", "expires_in", "expires_at")
+# Fields only an admin may change; a member may still name one with the value
+# the key already has (see _refuse_member_owner_change).
+_OWNER_FIELDS = ("user", "team", "role")
 
 
 def key_document(record: KeyRecord, now: float) -> dict[str, Any]:
@@ -207,10 +209,6 @@ async def _update_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
     none; a key keeps at least one owner)."""
     principal = await admin.principal(request)
     document = body(request, _UPDATE_FIELDS)
-    if not principal.is_admin:
-        refused = sorted(set(document) - set(_MEMBER_UPDATE_FIELDS))
-        if refused:
-            raise forbidden(f"members cannot change {', '.join(refused)} of a key")
     if not document:
         raise bad_request(f"nothing to update; give some of {', '.join(_UPDATE_FIELDS)}")
     now = admin.now()
@@ -224,6 +222,8 @@ async def _update_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
 
     def update(connection: Connection) -> KeyRecord:
         record = _find(connection, principal, name_or_id)
+        if not principal.is_admin:
+            _refuse_member_owner_change(record, document, {"user": user, "team": team, "role": role})
         if record.revoked_at is not None:
             raise conflict(f"key {record.name!r} is revoked; create a new key instead")
         changes: dict[str, Any] = {}
@@ -252,6 +252,22 @@ async def _update_key(admin: Admin, request: Request, name_or_id: str) -> Reply:
         raise conflict(f"a live key named {new_name!r} exists; pick another name") from None
     await admin.keys_changed()
     return Reply(200, key_document(record, now))
+
+
+def _refuse_member_owner_change(
+    record: KeyRecord, document: dict[str, Any], wanted: dict[str, str | None]
+) -> None:
+    """A 403 if a member's update would change a key's user, team or role.
+
+    Naming one of them with the value the key already has changes nothing, so
+    it is accepted (``role`` is the key's own override, null when it has none).
+    """
+    current = {"user": record.user_name, "team": record.team_name, "role": record.key_role}
+    refused = [
+        field for field in _OWNER_FIELDS if field in document and wanted[field] != current[field]
+    ]
+    if refused:
+        raise forbidden(f"members cannot change {', '.join(refused)} of a key")
 
 
 def _refuse_member_expiry_change(record: KeyRecord, expires_at: float | None, now: float) -> None:
