@@ -41,7 +41,7 @@ from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
 from ccag.config import Config
 from ccag.errors import ConfigError
 from ccag.liveview import register_liveview
-from ccag.server import serve
+from ccag.server import open_listeners, serve
 from ccag.services import Services
 from ccag.spend.system import start_spend_system
 from ccag.store import open_store
@@ -100,12 +100,32 @@ async def run_gateway(
     search_settings(config)  # a web search setup that cannot work stops the start (ConfigError)
     if shutdown is None:
         shutdown = trio.Event()
-    use_simulator = credentials is None and simulator_wanted(config, environ)
-    region = config.resolved_region
     catalog = _load_catalog(config)
     # Endpoint and routing mistakes stop the start before anything else runs.
     parse_endpoints(config.endpoints)
     parse_routing(config.routing)
+    # So does a port in use: bound before the simulator starts or the store is
+    # opened (and migrated), so a failed start leaves nothing behind.
+    listeners = await open_listeners(config)
+    try:
+        await _run_bound(config, environ, shutdown, credentials, catalog, listeners, task_status)
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
+async def _run_bound(
+    config: Config,
+    environ: Mapping[str, str],
+    shutdown: trio.Event,
+    credentials: CredentialSource | None,
+    catalog: ModelCatalog,
+    listeners: list[trio.SocketListener],
+    task_status: trio.TaskStatus[Gateway],
+) -> None:
+    """The rest of :func:`run_gateway`, once its port is bound."""
+    use_simulator = credentials is None and simulator_wanted(config, environ)
+    region = config.resolved_region
 
     async with trio.open_nursery() as nursery:
         simulator = None
@@ -188,7 +208,9 @@ async def run_gateway(
         router = _build_router(services, sessions, store)
         try:
             async with trio.open_nursery() as front:
-                port = await front.start(functools.partial(serve, router, config, shutdown=shutdown))
+                port = await front.start(
+                    functools.partial(serve, router, config, shutdown=shutdown, listeners=listeners)
+                )
                 scheme = "https" if config.tls_cert else "http"
                 logger.info("ccag listening on %s://%s:%d", scheme, config.host, port)
                 task_status.started(Gateway(config, port, services, simulator, store, sessions))

@@ -166,11 +166,28 @@ def _tls_context(config: Config) -> ssl.SSLContext:
     return context
 
 
+async def open_listeners(config: Config) -> list[trio.SocketListener]:
+    """Bind ``config.host``:``config.port`` (0: a free port) and listen.
+
+    A program that must not start anything when its port is taken binds
+    first and hands the listeners to :func:`serve`.
+
+    Raises:
+        OSError: the address cannot be bound; its filename is the address.
+    """
+    try:
+        return await trio.open_tcp_listeners(config.port, host=config.host)
+    except OSError as exc:
+        # Name the address: "Address already in use" alone does not say which.
+        raise OSError(exc.errno, exc.strerror, f"{config.host}:{config.port}") from exc
+
+
 async def serve(
     handler: Handler,
     config: Config,
     *,
     shutdown: trio.Event | None = None,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP/1.1 and HTTP/2 on ``config.host``:``config.port``.
@@ -181,17 +198,21 @@ async def serve(
         shutdown: when set, stop accepting, drain connections for up to
             ``config.shutdown_grace`` seconds and return. Without it, serve
             runs until cancelled.
+        listeners: already bound by :func:`open_listeners`; serve closes
+            them when it returns. Without them, serve binds itself.
         task_status: receives the bound port (useful with port 0).
 
     Raises:
         OSError: the address cannot be bound.
     """
-    ssl_context = _tls_context(config) if config.tls_cert else None
     try:
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-    except OSError as exc:
-        # Name the address: "Address already in use" alone does not say which.
-        raise OSError(exc.errno, exc.strerror, f"{config.host}:{config.port}") from exc
+        ssl_context = _tls_context(config) if config.tls_cert else None
+    except ConfigError:
+        for listener in listeners or ():
+            await trio.aclose_forcefully(listener)
+        raise
+    if listeners is None:
+        listeners = await open_listeners(config)
     port = int(listeners[0].socket.getsockname()[1])
     server = _Server(handler, config, ssl_context)
     logger.info(
