@@ -44,6 +44,7 @@ from ccag.liveview import register_liveview
 from ccag.server import open_listeners, serve
 from ccag.services import Services
 from ccag.spend.system import start_spend_system
+from ccag.startup_log import startup_logger
 from ccag.store import open_store
 from ccag.telemetry import Telemetry
 from ccag.websearch.settings import search_settings
@@ -133,7 +134,7 @@ async def _run_bound(
             from ccag.simulator import run_simulator
             from ccag.simulator.handler import SEARCH_PATH
 
-            logger.warning(
+            startup_logger.warning(
                 "ccag is serving from the bundled Bedrock SIMULATOR, not AWS "
                 "(%s); no call leaves this machine",
                 "--simulator on" if config.simulator == "on" else "no AWS credentials found",
@@ -212,7 +213,7 @@ async def _run_bound(
                     functools.partial(serve, router, config, shutdown=shutdown, listeners=listeners)
                 )
                 scheme = "https" if config.tls_cert else "http"
-                logger.info("ccag listening on %s://%s:%d", scheme, config.host, port)
+                startup_logger.info("ccag listening on %s://%s:%d", scheme, config.host, port)
                 task_status.started(Gateway(config, port, services, simulator, store, sessions))
             # serve returned: the listener is closed and in-flight requests
             # finished or ran out of grace. Only the background loops remain.
@@ -299,7 +300,7 @@ async def _announce_demo_key(store: Any, keys: KeyCache) -> None:
         return
     key = await create_key(store, "simulator-demo", user="demo")
     await keys.refresh()
-    logger.warning("simulator mode: created the API key %s (name simulator-demo)", key)
+    startup_logger.warning("simulator mode: created the API key %s (name simulator-demo)", key)
 
 
 async def _close(telemetry: Any, store: Any, client: Any) -> None:

@@ -48,6 +48,7 @@ from ccag.auth.passwords import (
 )
 from ccag.errors import ApiError, ConfigError
 from ccag.server.types import Headers
+from ccag.startup_log import startup_logger
 from ccag.store import Connection, Store, StoreError, identity
 
 logger = logging.getLogger(__name__)
@@ -469,7 +470,7 @@ async def ensure_bootstrap_admin(
         )
     )
     if password == DEFAULT_ADMIN_PASSWORD and (is_set or configured):
-        logger.warning(
+        startup_logger.warning(
             "admin user %r has the well-known default password %r%s; anyone who can "
             "reach this gateway can administer it",
             name,
@@ -478,7 +479,7 @@ async def ensure_bootstrap_admin(
         )
     if configured or not is_set or password == DEFAULT_ADMIN_PASSWORD:
         return None
-    logger.warning(
+    startup_logger.warning(
         "%s admin user %r%s with the generated password %s (shown only this "
         "once; set admin_password to choose one)",
         "replaced the default password of" if not only_if_unset else "created",
