@@ -206,6 +206,7 @@ async def _run_bound(
             sinks=[spend.sink],
         )
 
+        nursery.start_soon(services.silence_watch.run)
         router = _build_router(services, sessions, store)
         try:
             async with trio.open_nursery() as front:

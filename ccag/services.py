@@ -18,6 +18,7 @@ import trio
 from ccag.anthropic.capabilities import CapabilityMemory
 from ccag.anthropic.models import ModelCatalog
 from ccag.api.outcome import Outcome
+from ccag.api.silence import SilenceWatch
 from ccag.bedrock.router import EndpointRouter
 from ccag.config import Config
 from ccag.errors import ApiError
@@ -42,6 +43,13 @@ class Services:
     sinks: list[OutcomeSink] = attrs.Factory(list)
     wall_clock: Callable[[], float] = time.time
     spend: Any = None  # ccag.spend.SpendSystem: rate limits, budgets, spend records
+    # Pings and idle timeouts of every relayed stream; app.py runs its task.
+    silence_watch: SilenceWatch = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.silence_watch = SilenceWatch(
+            self.config.ping_interval, self.config.upstream_idle_timeout
+        )
 
     def authenticate(self, request: Request) -> Any:
         """The key's principal, or the 401 that tells the client why not."""

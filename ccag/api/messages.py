@@ -234,7 +234,6 @@ class MessagesRoute:
         requested_model: str,
     ) -> None:
         """Forward Bedrock's event stream as SSE, frame by frame, as it lands."""
-        config = self.services.config
         # InvokeModel's event stream or mantle's SSE (ccag.bedrock.mantle).
         translator = upstream.stream_translator(requested_model, outcome.observer)
         await responder.start_response(200, [*SSE_HEADERS, *outcome.response_headers])
@@ -244,8 +243,7 @@ class MessagesRoute:
             outcome,
             response,
             translator,
-            ping_interval=config.ping_interval,
-            idle_timeout=config.upstream_idle_timeout,
+            watch=self.services.silence_watch,
             on_error=lambda error: self.services.count_upstream_error(outcome, error),
         )
 

@@ -1,34 +1,33 @@
 """Relay an upstream stream to the client as SSE, as each read lands.
 
-Two tasks share one response. The relay reads from Bedrock, feeds the bytes to
-a translator (event stream to SSE, or SSE to SSE) and writes what comes out.
-A watchdog sleeps until the upstream has been silent for ``ping_interval`` and
-then sends a ``ping`` event, so that proxies in between keep the connection;
-after ``upstream_idle_timeout`` of silence it ends the stream with one SSE
-``error`` event.
+The relay reads from Bedrock, feeds the bytes to a translator (event stream to
+SSE, or SSE to SSE) and writes what comes out. While Bedrock is silent,
+:class:`ccag.api.silence.SilenceWatch` (one task for all streams) sends
+``ping`` events and, after ``upstream_idle_timeout``, ends the stream with one
+SSE ``error`` event. The relay's part of that is cheap: it notes when it
+reads and writes, and whether it is waiting in a read.
 
-Why a watchdog rather than a timeout around each read: a stream of fifty
-deltas is fifty reads, and a cancel scope per read costs more than the rest of
-the relay's work per event. The watchdog costs one task per stream and the
-read loop only notes the time of each read.
+Why not a timeout around each read: a stream of fifty deltas is fifty reads,
+and a cancel scope per read costs more than the rest of the relay's work per
+event.
 
-The two tasks never write at the same time: every write holds ``write_lock``,
-and the watchdog stops the relay only while holding it, so a stop never lands
-in the middle of a write.
+The relay and a ping never write at the same time: every write holds
+``write_lock``, and the watcher acts only while the lock is free and the relay
+waits for upstream bytes, so a timeout never lands in the middle of a write.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-import attrs
 import trio
 
 from ccag.api.outcome import Outcome
+from ccag.api.silence import PING_EVENT, SilenceWatch, WatchedStream
 from ccag.errors import ApiError
 from ccag.server.types import Responder
 
-PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
+__all__ = ["PING_EVENT", "complete", "drain", "end_stream_with", "relay_stream"]
 
 # After message_stop only the end of the chunked body is left; an upstream
 # that holds the connection open longer is not worth waiting for.
@@ -47,20 +46,13 @@ class UpstreamStream(Protocol):
     async def receive_some(self) -> bytes: ...
 
 
-@attrs.define
-class _Activity:
-    last_read: float
-    last_write: float
-
-
 async def relay_stream(
     responder: Responder,
     outcome: Outcome,
     upstream: UpstreamStream,
     translator: StreamTranslator,
     *,
-    ping_interval: float,
-    idle_timeout: float,
+    watch: SilenceWatch,
     on_error: Any,
 ) -> None:
     """Forward ``upstream`` through ``translator`` until the stream ends.
@@ -68,31 +60,15 @@ async def relay_stream(
     The response head must already be started. ``on_error(error)`` is called
     once for an upstream failure (for metrics) before its SSE event is sent.
     """
-    now = trio.current_time()
-    activity = _Activity(now, now)
-    write_lock = trio.Lock()
-    timed_out: list[ApiError] = []
-
+    watched = watch.watch(responder, trio.Lock())
     try:
-        async with trio.open_nursery() as nursery:
-            relay_scope = trio.CancelScope()
-            nursery.start_soon(
-                _watch_silence, responder, activity, write_lock, relay_scope, timed_out,
-                ping_interval, idle_timeout,
-            )
-            with relay_scope:
-                await _relay(
-                    responder, outcome, upstream, translator, activity, write_lock, on_error
-                )
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The watchdog never raises, so a group holds the relay's one error
-        # (a client gone, a broken upstream, a cancellation): callers handle
-        # that error by its own type.
-        raise _only_error(group) from None
+        with watched.scope:
+            await _relay(responder, outcome, upstream, translator, watched, on_error)
+    finally:
+        watch.forget(watched)
 
-    if timed_out:
-        error = timed_out[0]
+    if watched.timed_out is not None:
+        error = watched.timed_out
         outcome.error_type = "timeout"
         on_error(error)
         await end_stream_with(responder, outcome, error)
@@ -103,14 +79,16 @@ async def _relay(
     outcome: Outcome,
     upstream: UpstreamStream,
     translator: StreamTranslator,
-    activity: _Activity,
-    write_lock: trio.Lock,
+    watched: WatchedStream,
     on_error: Any,
 ) -> None:
     observer = outcome.observer
+    write_lock = watched.write_lock
     while True:
+        watched.reading = True
         data = await upstream.receive_some()
-        activity.last_read = trio.current_time()
+        watched.reading = False
+        watched.last_read = trio.current_time()
 
         if not data:
             error = translator.close()
@@ -125,7 +103,7 @@ async def _relay(
 
         chunk = translator.feed(data)
         # Lock.acquire always yields to the scheduler, even when the lock is
-        # free, which it nearly always is (the watchdog writes only after a
+        # free, which it nearly always is (a ping writes only after a
         # silence); the read and the write already checkpoint.
         try:
             write_lock.acquire_nowait()
@@ -134,9 +112,9 @@ async def _relay(
         try:
             if chunk.sse:
                 if outcome.first_content_at is None and observer.content_started:
-                    outcome.first_content_at = activity.last_read
+                    outcome.first_content_at = watched.last_read
                 await responder.send_data(chunk.sse)
-                activity.last_write = trio.current_time()
+                watched.last_write = trio.current_time()
             if chunk.error is not None:
                 outcome.status = chunk.error.status
                 outcome.error_type = getattr(chunk.error, "metric_error_type", "stream_error")
@@ -150,51 +128,6 @@ async def _relay(
         if chunk.finished:
             await drain(upstream)
             return
-
-
-async def _watch_silence(
-    responder: Responder,
-    activity: _Activity,
-    write_lock: trio.Lock,
-    relay_scope: trio.CancelScope,
-    timed_out: list[ApiError],
-    ping_interval: float,
-    idle_timeout: float,
-) -> None:
-    while True:
-        next_ping = max(activity.last_read, activity.last_write) + ping_interval
-        await trio.sleep_until(min(next_ping, activity.last_read + idle_timeout))
-        now = trio.current_time()
-        silent_for = now - activity.last_read
-        if silent_for >= idle_timeout:
-            async with write_lock:
-                timed_out.append(
-                    ApiError(
-                        504,
-                        f"Bedrock sent nothing for {silent_for:.0f} seconds; the stream was ended",
-                        "timeout_error",
-                    )
-                )
-                relay_scope.cancel()
-            return
-        if now - max(activity.last_read, activity.last_write) >= ping_interval:
-            async with write_lock:
-                await responder.send_data(PING_EVENT)
-                activity.last_write = trio.current_time()
-
-
-def _only_error(group: BaseExceptionGroup) -> BaseException:
-    leaves = []
-    pending: list[BaseException] = [group]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
-        else:
-            leaves.append(error)
-    if len(leaves) == 1:
-        return leaves[0]
-    return group
 
 
 async def end_stream_with(responder: Responder, outcome: Outcome, error: ApiError) -> None:

@@ -40,6 +40,7 @@ from ccag.anthropic.stream import BedrockStreamTranslator, dump_json
 from ccag.anthropic.translate import BedrockRequest, translate_messages
 from ccag.api.outcome import Outcome
 from ccag.api.responses import SSE_HEADERS, send_json_bytes
+from ccag.api.silence import PING_EVENT
 from ccag.bedrock.errors import UpstreamError
 from ccag.bedrock.upstream import upstream_failure
 from ccag.errors import ApiError, ConfigError, ProtocolError
@@ -74,7 +75,6 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 # that holds the connection open longer is not waited for.
 DRAIN_TIMEOUT = 1.0
 
-PING_EVENT = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 # What the model reads when a search did not run, by error code.
 _ERROR_ADVICE = {
