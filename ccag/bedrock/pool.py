@@ -168,14 +168,15 @@ class ConnectionPool:
             UpstreamTimeout: connecting, or waiting for a free slot, took
                 longer than the connect timeout.
         """
-        with trio.move_on_after(self._connect_timeout) as waiting:
-            await self._active_slots.acquire()
-        if waiting.cancelled_caught:
-            raise UpstreamTimeout(
-                f"no upstream connection slot free within {self._connect_timeout:g} s "
-                f"({MAX_ACTIVE_CONNECTIONS} in use)",
-                "pool",
-            )
+        try:
+            # A free slot is the usual case: taking it without a yield spares
+            # the request a wait behind every other ready task (time to first
+            # byte under load); the connection's own I/O checkpoints next.
+            self._active_slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._wait_for_slot()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
         try:
             if not fresh:
@@ -186,6 +187,16 @@ class ConnectionPool:
         except BaseException:
             self._active_slots.release()
             raise
+
+    async def _wait_for_slot(self) -> None:
+        with trio.move_on_after(self._connect_timeout) as waiting:
+            await self._active_slots.acquire()
+        if waiting.cancelled_caught:
+            raise UpstreamTimeout(
+                f"no upstream connection slot free within {self._connect_timeout:g} s "
+                f"({MAX_ACTIVE_CONNECTIONS} in use)",
+                "pool",
+            )
 
     async def release(self, connection: Connection) -> None:
         """Take a connection back after a request; keep it if it can be reused."""

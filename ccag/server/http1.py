@@ -508,7 +508,10 @@ class Http1Responder(Responder):
         # The head waits for the first body bytes so both go out in one write.
         self._head = head or b""
         self._is_chunked = _CHUNKED_HEAD_LINE in self._head.lower()
-        await trio.lowlevel.checkpoint()
+        # Nothing was written, so no yield here: under load every yield on the
+        # way to the first byte waits behind all other ready tasks. The write
+        # that follows is the schedule point.
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def send_data(self, data: bytes) -> None:
         if not self._started or self._ended:
@@ -523,7 +526,11 @@ class Http1Responder(Responder):
             # (the same bytes) spares an h11 event and its checks per write;
             # h11 still writes the final chunk in end_response.
             framed = b"".join((self._head, b"%x\r\n" % len(data), data, b"\r\n"))
+            await self._connection._write(framed)
+            # Cleared only once written: a write cancelled before its first
+            # byte (a stream ended by its idle timeout) must not lose the head.
             self._head = b""
+            return
         else:
             framed = self._conn.send(h11.Data(data=data)) or b""
             if self._head:
