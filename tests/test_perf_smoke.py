@@ -72,3 +72,24 @@ def test_bench_smoke_run_writes_well_formed_results(tmp_path: Path) -> None:
     # 20 requests may cost less than one clock tick of CPU: then no ratio.
     cpu_ratio = cost["cpu_ratio_on_over_off"]
     assert cpu_ratio is None or (_is_number(cpu_ratio) and cpu_ratio >= 0)
+
+
+FLOOR = BENCH.parent / "bench_floor.py"
+
+
+def test_floor_benchmark_relays_every_frame_and_reports_its_cost(tmp_path: Path) -> None:
+    output = tmp_path / "floor.json"
+    result = subprocess.run(
+        [sys.executable, str(FLOOR), "--replies", "2", "--relay-cpu", "", "--output", str(output)],
+        capture_output=True, text=True, timeout=SMOKE_TIMEOUT_SECONDS, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+    results = json.loads(output.read_text())
+    assert set(results) == {"epoll", "trio", "lean", "ccag-relay"}
+    for kind, numbers in results.items():
+        # 16 streams of 2 x 50 deltas and 5 other events went through each relay.
+        assert numbers["events"] == 16 * (2 * 50 + 5), kind
+        assert numbers["us_per_event"] > 0 and _is_number(numbers["us_per_event"]), kind
+        assert numbers["frames_per_read"] >= 1.0, kind
+    assert "ccag-relay" in result.stdout
