@@ -27,7 +27,7 @@ import h2.exceptions
 import h2.settings
 import hpack.exceptions
 import trio
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
 
 from ccag.config import Config
 from ccag.errors import ApiError, ClientDisconnected, InternalError
@@ -67,6 +67,66 @@ CONNECTION_WINDOW_BONUS = 4 * 1024 * 1024
 _HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
 )
+
+
+# What h2 is told the stream limit is, so that it never enforces the real one
+# itself (see _StreamLimitedConnection): more than stream ids can number.
+_NO_LIBRARY_STREAM_LIMIT = 2**31
+
+
+class _AdvertisedSettings(h2.settings.Settings):
+    """Our SETTINGS as sent, except that h2 reads no MAX_CONCURRENT_STREAMS.
+
+    The configured value is still what the SETTINGS frame advertises;
+    :class:`_StreamLimitedConnection` enforces it.
+    """
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return _NO_LIBRARY_STREAM_LIMIT
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
+class _StreamLimitedConnection(h2.connection.H2Connection):
+    """h2's connection, refusing a stream over the limit with REFUSED_STREAM.
+
+    RFC 9113 5.1.2 makes a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS a
+    stream error, and REFUSED_STREAM tells the client it was not processed
+    and may be retried. h2 instead ends the whole connection (GOAWAY), and
+    has no hook for it, so the limit is checked here, in h2's handler of
+    HEADERS, in frame order. A stream over the limit is admitted to h2 as
+    any other (its header block decoded, which keeps the connection's HPACK
+    state in step with the client's, and its id used up), reset at once,
+    and its events dropped: the handler never sees it.
+
+    Args:
+        config: h2's configuration.
+        stream_limit: how many streams the client may have open at once.
+    """
+
+    def __init__(self, config: h2.config.H2Configuration, stream_limit: int) -> None:
+        super().__init__(config=config)
+        self.stream_limit = stream_limit
+
+    def _receive_headers_frame(
+        self, frame: HeadersFrame
+    ) -> tuple[list[Frame], list[h2.events.Event]]:
+        if frame.stream_id in self.streams or self.open_inbound_streams < self.stream_limit:
+            return super()._receive_headers_frame(frame)
+
+        frames, events = super()._receive_headers_frame(frame)
+        logger.debug(
+            "h2 stream %d refused: the client has %d streams open",
+            frame.stream_id,
+            self.stream_limit,
+        )
+        self.reset_stream(frame.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        return frames, [
+            event for event in events if getattr(event, "stream_id", None) != frame.stream_id
+        ]
 
 
 class _Stream:
@@ -131,11 +191,8 @@ class Http2Connection:
         h2_config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=True
         )
-        self._h2 = h2.connection.H2Connection(config=h2_config)
-        # TODO: a client that opens more streams than MAX_CONCURRENT_STREAMS gets
-        # h2's connection error (GOAWAY PROTOCOL_ERROR), not the stream-level
-        # REFUSED_STREAM RFC 9113 5.1.2 asks for, so its other streams die too.
-        self._h2.local_settings = h2.settings.Settings(
+        self._h2 = _StreamLimitedConnection(h2_config, config.h2_max_concurrent_streams)
+        self._h2.local_settings = _AdvertisedSettings(
             client=False,
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
