@@ -191,6 +191,7 @@ async def _run_bound(
             max_tool_names=config.metrics_max_tool_names,
         )
         nursery.start_soon(telemetry.run_otlp_export)
+        upstream.endpoint_listeners.append(telemetry.allow_endpoints)
         spend = await start_spend_system(
             config, store, telemetry, load_json_file(config.models_file), nursery
         )

@@ -20,7 +20,7 @@ from ccag.config import load_config
 from ccag.errors import ConfigError
 from ccag.simulator import Fail, open_simulator
 from tests.admin_fixture import as_admin
-from tests.e2e_client import message_body, post_messages
+from tests.e2e_client import flat_snapshot, message_body, post_messages
 from tests.endpoints_fixture import SimEndpoint, open_endpoints
 from tests.gateway_fixture import open_gateway
 
@@ -192,3 +192,39 @@ def test_a_stand_in_runtime_url_is_also_the_control_plane() -> None:
 
     assert stand_in.control_plane_url() == "http://127.0.0.1:9"
     assert aws_private.control_plane_url() == "https://bedrock.us-east-1.amazonaws.com"
+
+
+async def test_an_endpoint_added_at_runtime_has_its_own_metric_label(tmp_path) -> None:
+    with trio.fail_after(TIMEOUT_S):
+        async with (
+            open_simulator(region="us-west-2", access_key="AKIDSECOND0000000001", secret_key="second") as second,
+            open_endpoints(tmp_path, [SimEndpoint("east", "us-east-1")]) as running,
+        ):
+            admin = await as_admin(running.port)
+            await admin.ok("POST", "/admin/endpoints", {
+                "id": "west",
+                "region": "us-west-2",
+                "url": second.url,
+                "control_url": second.url,
+                "credentials": {"type": "static", "access_key_id": second.access_key,
+                                "secret_access_key": second.secret_key},
+            }, status=201)
+            await admin.ok("PUT", "/admin/routing/teams/blue", {"endpoints": ["west"]})
+            key = await running.new_key("bob", team="blue")
+            second.script(Fail("ThrottlingException"))
+            throttled = await post_messages(running.port, key, message_body())
+            snapshot = flat_snapshot(running.telemetry)
+
+    assert throttled.status == 429
+    errors = {
+        dict(labels)["endpoint_id"]: value
+        for (name, labels), value in snapshot.items()
+        if name == "ccag.errors.total"
+    }
+    assert errors == {"west": 1}
+    throttles = {
+        dict(labels)["endpoint_id"]: value
+        for (name, labels), value in snapshot.items()
+        if name == "ccag.bedrock.throttles.total"
+    }
+    assert throttles == {"west": 1}

@@ -235,6 +235,8 @@ class EndpointRouter:
         # every request (each request's plan and model key read them).
         self._by_priority: tuple[EndpointSpec, ...] = ()
         self._retired: list[RoutedEndpoint] = []
+        # Called with the endpoint ids after each replace (telemetry labels).
+        self.endpoint_listeners: list[Callable[[list[str]], None]] = []
         for spec in specs:
             self._add(spec)
 
@@ -286,6 +288,8 @@ class EndpointRouter:
                 self._add(spec)
         if rules is not None:
             self.rules = rules
+        for listener in self.endpoint_listeners:
+            listener(self.endpoint_ids)
 
     def _sort_endpoints(self) -> None:
         specs = [endpoint.spec for endpoint in self._endpoints.values()]

@@ -173,16 +173,23 @@ INSTRUMENTS: tuple[Instrument, ...] = (
 )
 
 
+# Endpoints an admin may add while the gateway runs that still get a label of
+# their own (their room in the series cap is reserved at start); later ones
+# are counted as ``other``.
+MAX_RUNTIME_ENDPOINTS = 16
+
+
 def series_cap(model_count: int, endpoint_count: int, max_tool_names: int) -> int:
     """The most series ccag can ever expose, histogram buckets not counted.
 
     Args:
         model_count: canonical model names known (``other`` is added here).
-        endpoint_count: configured endpoint ids (``other`` is added here).
+        endpoint_count: configured endpoint ids (``other`` and the room for
+            endpoints added at runtime are added here).
         max_tool_names: the tool-name limit.
     """
     models = model_count + 1
-    endpoints = endpoint_count + 1
+    endpoints = endpoint_count + MAX_RUNTIME_ENDPOINTS + 1
     statuses = len(STATUS_RANGE) + 1
     request_series = models * 2 * statuses
     per_instrument = {

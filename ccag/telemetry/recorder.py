@@ -141,7 +141,8 @@ class Recorder:
     Args:
         canonical_models: model names kept as ``model`` label values; any
             other name is counted as ``other``.
-        endpoint_ids: configured Bedrock endpoint ids; others are ``other``.
+        endpoint_ids: configured Bedrock endpoint ids; others are ``other``
+            unless added later with :meth:`allow_endpoints`.
         max_tool_names: distinct tool names kept before new ones are
             ``other``.
 
@@ -163,6 +164,7 @@ class Recorder:
     ) -> None:
         self._model_labels = {name: name for name in canonical_models}
         self._endpoint_labels = {eid: eid for eid in endpoint_ids}
+        self._runtime_endpoints = 0
         self._max_tool_names = max_tool_names
 
         self._requests: dict[tuple[str, bool, int], _RequestCell] = {}
@@ -257,6 +259,22 @@ class Recorder:
     def web_search(self, n: int = 1) -> None:
         """The gateway ran ``n`` web searches by interception."""
         self._web_searches += n
+
+    def allow_endpoints(self, endpoint_ids: Iterable[str]) -> None:
+        """Label endpoints added while running (admin API, store reload).
+
+        Up to :data:`~ccag.telemetry.instruments.MAX_RUNTIME_ENDPOINTS` new
+        ids get their own label, counted into the series cap from the start;
+        beyond that they stay ``other``. A removed endpoint keeps its label:
+        its series already exist.
+        """
+        for endpoint_id in endpoint_ids:
+            if endpoint_id in self._endpoint_labels:
+                continue
+            if self._runtime_endpoints >= ins.MAX_RUNTIME_ENDPOINTS:
+                return
+            self._endpoint_labels[endpoint_id] = endpoint_id
+            self._runtime_endpoints += 1
 
     def upstream_error(self, error_type: str, endpoint_id: str) -> None:
         """Bedrock (or the way to it) failed with ``error_type``."""

@@ -97,8 +97,6 @@ async def create_endpoint(admin: Admin, request: Request) -> Reply:
         raise conflict(f"an endpoint {spec.id!r} exists")
     now = admin.now()
     await admin.write(lambda connection: stored.save_endpoint(connection, spec, now))
-    # TODO: telemetry fixes its endpoint_id label set at start, so errors of
-    # an endpoint added here are labelled "other" until the gateway restarts.
     await _apply(admin)
     return Reply(201, redacted(endpoint_document(spec)))
 
