@@ -8,9 +8,10 @@ a simulator the test can script, with one API key ready to use.
 from __future__ import annotations
 
 import functools
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import attrs
 import trio

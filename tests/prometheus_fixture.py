@@ -167,8 +167,10 @@ async def running_prometheus(
         config_path.write_text(_config(target, metrics_path, token))
         log_path = root / "prometheus.log"
         port = _free_loopback_port()
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
+        # Blocking open and Popen are fine here: both return at once, and the
+        # fixture waits for readiness with trio below.
+        with open(log_path, "wb") as log:  # noqa: ASYNC230
+            process = subprocess.Popen(  # noqa: ASYNC220
                 [
                     binary,
                     f"--config.file={config_path}",

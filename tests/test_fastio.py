@@ -99,18 +99,17 @@ async def test_lean_stream_loop_that_never_blocks_still_lets_others_run() -> Non
         ran.append(1)
 
     with trio.fail_after(10):
-        async with tcp_pair() as (lean, server):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(other)
-                # A reader that always has data: never waits for the socket.
-                await server.send_all(b"y" * (MAX_STEPS_WITHOUT_YIELD + 1))
-                await trio.sleep(0.05)
-                for _ in range(MAX_STEPS_WITHOUT_YIELD + 1):
-                    assert await lean.receive_some(1) == b"y"
-                    if ran:
-                        break
+        async with tcp_pair() as (lean, server), trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            # A reader that always has data: never waits for the socket.
+            await server.send_all(b"y" * (MAX_STEPS_WITHOUT_YIELD + 1))
+            await trio.sleep(0.05)
+            for _ in range(MAX_STEPS_WITHOUT_YIELD + 1):
+                assert await lean.receive_some(1) == b"y"
+                if ran:
+                    break
 
-                assert ran == [1]
+            assert ran == [1]
 
 
 async def test_lean_stream_sees_a_pending_cancellation_before_the_call() -> None:
@@ -132,5 +131,5 @@ async def test_lean_stream_wraps_plain_tcp_streams_only() -> None:
 
     assert lean_stream(left) is left
     with trio.fail_after(10):
-        async with tcp_pair() as (lean, server):
+        async with tcp_pair() as (_lean, server):
             assert isinstance(lean_stream(server), LeanSocketStream)
