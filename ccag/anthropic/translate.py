@@ -398,12 +398,24 @@ class _Translation:
     # -- cache control -----------------------------------------------------
 
     def _blocks_with_cache_control_fixed(self, blocks: list[Any]) -> list[Any]:
-        """``blocks``, or a shallow copy where some breakpoint had to change."""
+        """``blocks``, or a shallow copy where some breakpoint had to change.
+
+        A ``tool_result``'s own content blocks may carry breakpoints too; they
+        come before the tool_result's own one in the cached prefix, so they
+        are fixed first and count in the ttl order like any other.
+        """
         out = blocks
         for index, block in enumerate(blocks):
-            if not isinstance(block, dict) or "cache_control" not in block:
+            if not isinstance(block, dict):
                 continue
-            fixed = self._with_cache_control_fixed(block)
+            fixed = block
+            nested = block.get("content")
+            if isinstance(nested, list) and block.get("type") == "tool_result":
+                nested_fixed = self._blocks_with_cache_control_fixed(nested)
+                if nested_fixed is not nested:
+                    fixed = {**block, "content": nested_fixed}
+            if "cache_control" in fixed:
+                fixed = self._with_cache_control_fixed(fixed)
             if fixed is not block:
                 if out is blocks:
                     out = list(blocks)
@@ -414,9 +426,6 @@ class _Translation:
         control = block.get("cache_control")
         if not isinstance(control, dict):
             return block
-        # TODO: breakpoints nested inside tool_result content are passed as
-        # they are and not counted in the ttl order, so a 1h ttl there after
-        # a 5m one is left for Bedrock to refuse.
         fixed: dict[str, Any] = {"type": control.get("type", "ephemeral")}
         ttl = control.get("ttl")
         seconds = _DEFAULT_TTL_SECONDS
