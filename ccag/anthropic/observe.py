@@ -37,12 +37,16 @@ class Usage:
         output_tokens: generated tokens.
         cache_read_tokens: input tokens read from the prompt cache.
         cache_write_tokens: input tokens written to the prompt cache.
+        cache_write_1h_tokens: the part of ``cache_write_tokens`` written with
+            the 1-hour TTL (usage's ``cache_creation`` breakdown); the rest
+            used the default 5-minute TTL.
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 # Anthropic usage field -> our Usage attribute.
@@ -143,6 +147,14 @@ class ResponseObserver:
             value = usage.get(field)
             if type(value) is int and value >= 0:
                 setattr(self.usage, attribute, value)
+
+        # The cache writes split by TTL; without it every write used the
+        # default 5-minute TTL (or an earlier event's split stands).
+        breakdown = usage.get("cache_creation")
+        if isinstance(breakdown, dict):
+            value = breakdown.get("ephemeral_1h_input_tokens")
+            if type(value) is int and value >= 0:
+                self.usage.cache_write_1h_tokens = value
 
     def _take_tool_call(self, block: object) -> None:
         if (

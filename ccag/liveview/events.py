@@ -21,8 +21,9 @@ THROTTLE_STATUS = 429
 # A client that left is neither an error nor a success of the gateway.
 CLIENT_CLOSED_STATUS = 499
 
-Pricer = Callable[[str, int, int, int, int], float]
-"""``price(model_label, input, output, cache_read, cache_write) -> USD``."""
+Pricer = Callable[[str, int, int, int, int, int], float]
+"""``price(model_label, input, output, cache_read, cache_write, cache_write_1h)
+-> USD``; ``cache_write_1h`` is the 1-hour part of ``cache_write``."""
 
 
 @attrs.define(slots=True)
@@ -146,6 +147,7 @@ def event_from_outcome(
             usage.output_tokens,
             usage.cache_read_tokens,
             usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
         ),
     )
 

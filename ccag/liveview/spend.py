@@ -30,8 +30,10 @@ def facts_pricer() -> Pricer:
     table = PriceTable(shipped_models())
 
     def price(model: str, input_tokens: int, output_tokens: int, cache_read: int,
-              cache_write: int) -> float:
-        return table.price(model).cost(input_tokens, output_tokens, cache_read, cache_write)
+              cache_write: int, cache_write_1h: int) -> float:
+        return table.price(model).cost(
+            input_tokens, output_tokens, cache_read, cache_write, cache_write_1h
+        )
 
     return price
 
@@ -40,9 +42,9 @@ def system_pricer(spend: Any) -> Pricer:
     """Prices in force in the spend system (admin overrides included)."""
 
     def price(model: str, input_tokens: int, output_tokens: int, cache_read: int,
-              cache_write: int) -> float:
+              cache_write: int, cache_write_1h: int) -> float:
         cost: float = spend.prices.price(model).cost(
-            input_tokens, output_tokens, cache_read, cache_write
+            input_tokens, output_tokens, cache_read, cache_write, cache_write_1h
         )
         return cost
 

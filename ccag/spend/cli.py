@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from ccag.admin_cli import EXIT_OK, _show, print_table
 from ccag.spend.budgets import format_usd
+from ccag.spend.pricing import CACHE_WRITE_1H_PER_5M
 
 SPEND_COLUMNS = {
     "key": (("KEY", "key"), ("KEY ID", "key_id")),
@@ -43,6 +44,7 @@ PRICE_COLUMNS = (
     ("OUTPUT", "output"),
     ("CACHE READ", "cache_read"),
     ("CACHE WRITE", "cache_write"),
+    ("CACHE WRITE 1H", "cache_write_1h"),
     ("OVERRIDDEN", "overridden"),
 )
 
@@ -142,6 +144,8 @@ def pricing_set(args: argparse.Namespace, client: Any) -> int:
         "cache_read": args.cache_read,
         "cache_write": args.cache_write,
     }
+    if args.cache_write_1h is not None:
+        document["cache_write_1h"] = args.cache_write_1h
     path = "/admin/pricing/" + quote(args.model, safe="")
     return _show(args, client.call("PUT", path, document), PRICE_COLUMNS)
 
@@ -230,6 +234,11 @@ def register_admin_subcommands(groups: Any, leaf: Leaf) -> None:
         price.add_argument(
             f"--{field}", dest=field.replace("-", "_"), type=float, required=True
         )
+    price.add_argument(
+        "--cache-write-1h",
+        type=float,
+        help=f"1-hour cache write price (omit: {CACHE_WRITE_1H_PER_5M} times --cache-write)",
+    )
     leaf(pricing, "delete", pricing_delete, "back to the shipped price").add_argument(
         "model"
     )

@@ -182,6 +182,7 @@ class SpendSystem:
                 usage.output_tokens,
                 usage.cache_read_tokens,
                 usage.cache_write_tokens,
+                usage.cache_write_1h_tokens,
             ),
             duration_ms=(ended_at - outcome.started_at) * 1000.0,
             ttft_ms=ttft_ms,

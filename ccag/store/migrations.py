@@ -197,6 +197,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "pricing: 1-hour prompt cache write rate of price overrides",
+        (
+            # A nullable column of pricing_overrides in effect (no row: not
+            # given, derived from cache_write). A table of its own because
+            # SQLite cannot ADD COLUMN IF NOT EXISTS, and every statement here
+            # must be safe to replay (see migration 2).
+            """CREATE TABLE IF NOT EXISTS pricing_overrides_1h (
+                model TEXT PRIMARY KEY
+                    REFERENCES pricing_overrides (model) ON DELETE CASCADE,
+                cache_write_1h DOUBLE PRECISION NOT NULL CHECK (cache_write_1h >= 0)
+            )""",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

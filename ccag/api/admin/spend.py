@@ -13,7 +13,9 @@
   ``PUT``/``DELETE /admin/limits/{key|team}/{key id or team name}``.
 - ``/admin/pricing``: the prices in force; ``PUT``/``DELETE
   /admin/pricing/{model}`` set or remove an override (USD per million
-  tokens: ``input``, ``output``, ``cache_read``, ``cache_write``).
+  tokens: ``input``, ``output``, ``cache_read``, ``cache_write`` (5-minute
+  TTL), and optionally ``cache_write_1h``, which is otherwise
+  :data:`~ccag.spend.pricing.CACHE_WRITE_1H_PER_5M` times ``cache_write``).
 
 Every change is applied to this gateway at once and reaches the others at
 their next reload (``spend_refresh`` seconds). Prices apply to calls recorded
@@ -28,6 +30,8 @@ import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
+
+import attrs
 
 from ccag.api.admin.common import (
     Admin,
@@ -70,8 +74,10 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # (per thousand, or cents).
 MAX_PRICE_PER_MILLION = 100_000.0
 
-# The fields of a price override, in the order price_store.Price takes them.
+# The fields of a price override, in the order price_store.Price takes them;
+# the optional one last (derived from cache_write when left out).
 PRICE_FIELDS = ("input", "output", "cache_read", "cache_write")
+OPTIONAL_PRICE_FIELDS = ("cache_write_1h",)
 
 # A budget names a user or team; this bounds what the name adds to the store,
 # logs and webhook bodies (directory names are far shorter).
@@ -396,13 +402,18 @@ class SpendRoutes:
                 raise not_found(f"no price override for {model[:80]!r}")
             await self._changed()
             return Reply(200, {"deleted": model})
-        document = body(request, PRICE_FIELDS)
+        document = body(request, PRICE_FIELDS + OPTIONAL_PRICE_FIELDS)
         price = price_store.Price(
             *(
                 _number(document, field, required=True, maximum=MAX_PRICE_PER_MILLION)
                 for field in PRICE_FIELDS
             )
         )
+        cache_write_1h = _number(
+            document, "cache_write_1h", maximum=MAX_PRICE_PER_MILLION
+        )
+        if cache_write_1h is not None:
+            price = attrs.evolve(price, cache_write_1h=cache_write_1h)
         now = admin.now()
         await admin.write(lambda c: price_store.save_override(c, model, price, now))
         await self._changed()
