@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ccag.simulator.scenarios import Answer, Text, Thinking, ToolUse, Usage
-from ccag.simulator.tokens import estimate_output_tokens
+from ccag.simulator.tokens import CACHE_TTL_1H, CACHE_TTL_5M, estimate_output_tokens
 
 Event = dict[str, Any]
 
@@ -33,6 +33,8 @@ class ReplyContext:
         input_tokens: the estimated prompt size.
         default_text: the text used where an answer leaves ``text`` unset.
         tool_id: the id given to a tool call that names none.
+        cache_write_ttl: the TTL cache writes are reported under (``5m`` or
+            ``1h``, see :func:`ccag.simulator.tokens.cache_write_ttl`).
     """
 
     message_id: str
@@ -40,6 +42,7 @@ class ReplyContext:
     input_tokens: int
     default_text: str
     tool_id: str
+    cache_write_ttl: str = CACHE_TTL_5M
 
 
 def split_evenly(text: str, parts: int) -> list[str]:
@@ -159,7 +162,11 @@ def build_events(answer: Answer, context: ReplyContext) -> list[Event]:
         estimate_output_tokens(_generated_text(blocks)) if usage.output_tokens is None else usage.output_tokens
     )
 
-    # 3. The envelope around the blocks.
+    # 3. The cache writes split by TTL, as Bedrock reports them.
+    written = usage.cache_creation_input_tokens
+    written_1h = written if context.cache_write_ttl == CACHE_TTL_1H else 0
+
+    # 4. The envelope around the blocks.
     start = {
         "type": "message_start",
         "message": {
@@ -172,8 +179,12 @@ def build_events(answer: Answer, context: ReplyContext) -> list[Event]:
             "stop_sequence": None,
             "usage": {
                 "input_tokens": input_tokens,
-                "cache_creation_input_tokens": usage.cache_creation_input_tokens,
+                "cache_creation_input_tokens": written,
                 "cache_read_input_tokens": usage.cache_read_input_tokens,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": written - written_1h,
+                    "ephemeral_1h_input_tokens": written_1h,
+                },
                 "output_tokens": 1,
             },
         },
