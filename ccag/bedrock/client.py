@@ -284,6 +284,7 @@ class BedrockClient:
             ``Authorization: Bearer`` instead of a SigV4 signature.
         ssl_context: TLS settings; the system trust store if None.
         max_idle_seconds: idle connections older than this are not reused.
+        environ: where the proxy variables are read; ``os.environ`` if None.
     """
 
     def __init__(
@@ -298,6 +299,7 @@ class BedrockClient:
         bearer_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_idle_seconds: float = MAX_IDLE_SECONDS,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if credentials is None and bearer_token is None:
             raise CredentialsError("BedrockClient needs credentials or a bearer token")
@@ -312,6 +314,7 @@ class BedrockClient:
             pool_size=pool_size,
             ssl_context=ssl_context,
             max_idle_seconds=max_idle_seconds,
+            environ=environ,
         )
 
     @property

@@ -8,6 +8,10 @@ newest first, at most ``pool_size`` of them, and none older than
 ``max_idle_seconds``: servers close idle connections on their own schedule,
 and a connection they closed is only found out by writing to it.
 
+Where ``HTTPS_PROXY`` (or ``HTTP_PROXY``) says so, each connection is a
+``CONNECT`` tunnel through that proxy, with TLS to Bedrock inside it
+(``ccag.bedrock.proxy``).
+
 The pool bounds idle connections, not busy ones; busy ones are bounded only by
 :data:`MAX_ACTIVE_CONNECTIONS`, a guard against running out of file
 descriptors, not a concurrency limit.
@@ -17,13 +21,24 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import ssl
+from collections.abc import Mapping
 
 import h11
 import trio
 
 from ccag.bedrock.endpoint import Endpoint
 from ccag.bedrock.errors import UpstreamConnectError, UpstreamTimeout
+from ccag.bedrock.proxy import (
+    Proxy,
+    ProxyProtocolError,
+    ProxyReply,
+    ProxyReplyReader,
+    connect_request,
+    proxy_for,
+    proxy_setting,
+)
 from ccag.server.fastio import LeanSocketStream
 
 # One read from the socket: large enough that a burst of event-stream frames
@@ -125,11 +140,19 @@ class ConnectionPool:
 
     Args:
         endpoint: where to connect.
-        connect_timeout: seconds for TCP connect plus TLS handshake.
+        connect_timeout: seconds for TCP connect, the proxy's CONNECT (if
+            any) and the TLS handshake, together.
         pool_size: idle connections kept at most.
         ssl_context: for ``https`` endpoints; the system trust store if None.
         max_idle_seconds: idle connections older than this are closed, not lent.
         max_active: connections lent out at once at most.
+        environ: where ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY`` are
+            read, once, here (see ``ccag.bedrock.proxy``); ``os.environ`` if
+            None.
+
+    Raises:
+        ConfigError: the proxy variable for this endpoint is unusable, or the
+            endpoint's host cannot be put on a CONNECT line.
     """
 
     def __init__(
@@ -141,6 +164,7 @@ class ConnectionPool:
         ssl_context: ssl.SSLContext | None = None,
         max_idle_seconds: float = MAX_IDLE_SECONDS,
         max_active: int = MAX_ACTIVE_CONNECTIONS,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._connect_timeout = connect_timeout
@@ -151,6 +175,11 @@ class ConnectionPool:
         self._ssl_context: ssl.SSLContext | None = None
         if endpoint.scheme == "https":
             self._ssl_context = ssl_context or _default_ssl_context()
+        environ = os.environ if environ is None else environ
+        self._proxy = _choose_proxy(endpoint, environ)
+        self._connect_head = b""
+        if self._proxy is not None:
+            self._connect_head = connect_request(endpoint.host, endpoint.port, self._proxy)
         self.connections_opened = 0
 
     @property
@@ -231,13 +260,17 @@ class ConnectionPool:
         return None
 
     async def _connect(self) -> Connection:
-        # TODO: HTTPS_PROXY / NO_PROXY are not honoured; where Bedrock is only
-        # reachable through a proxy, every connect fails.
         endpoint = self._endpoint
         where = f"{endpoint.host}:{endpoint.port}"
+        if self._proxy is not None:
+            where = f"{where} through proxy {self._proxy.address}"
         try:
+            # One deadline for all of it: TCP, the proxy's CONNECT, and TLS.
             with trio.fail_after(self._connect_timeout):
-                tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                if self._proxy is None:
+                    tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                else:
+                    tcp = await self._open_tunnel(self._proxy)
                 if self._ssl_context is None:
                     connection = Connection(LeanSocketStream(tcp), tcp.socket)
                 else:
@@ -253,6 +286,40 @@ class ConnectionPool:
         logger.debug("opened connection %d to %s", self.connections_opened, where)
         return connection
 
+    async def _open_tunnel(self, proxy: Proxy) -> trio.SocketStream:
+        """TCP to the proxy, then ``CONNECT`` to the endpoint; the open tunnel.
+
+        Raises:
+            UpstreamConnectError: the proxy refused, closed, or sent garbage.
+                The message names the proxy and its status line, never the
+                credentials.
+        """
+        endpoint = self._endpoint
+        tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
+        try:
+            await tcp.send_all(self._connect_head)
+            reply = await _receive_proxy_reply(tcp, proxy)
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+
+        target = f"{endpoint.host}:{endpoint.port}"
+        problem = None
+        if not reply.is_success:
+            problem = (
+                f"proxy {proxy.address} refused CONNECT {target}: {reply.status_line}"
+            )
+        elif reply.leftover:
+            # Both TLS and HTTP/1.1 have the client speak first: bytes from
+            # the tunnel before that are not from the endpoint.
+            problem = (
+                f"proxy {proxy.address} sent bytes ahead of the tunnel to {target}"
+            )
+        if problem is not None:
+            await trio.aclose_forcefully(tcp)
+            raise UpstreamConnectError(problem)
+        return tcp
+
     async def _start_tls(self, tcp: trio.SocketStream) -> Connection:
         assert self._ssl_context is not None
         tls = trio.SSLStream(
@@ -264,6 +331,35 @@ class ConnectionPool:
             await trio.aclose_forcefully(tcp)
             raise
         return Connection(tls, tcp.socket)
+
+
+async def _receive_proxy_reply(tcp: trio.SocketStream, proxy: Proxy) -> ProxyReply:
+    """Read the proxy's answer to CONNECT, up to the end of its head."""
+    reader = ProxyReplyReader()
+    while True:
+        data = await tcp.receive_some(RECEIVE_CHUNK_SIZE)
+        if not data:
+            raise UpstreamConnectError(
+                f"proxy {proxy.address} closed the connection before answering CONNECT"
+            )
+        try:
+            reply = reader.feed(data)
+        except ProxyProtocolError as exc:
+            raise UpstreamConnectError(f"proxy {proxy.address}: {exc}") from exc
+        if reply is not None:
+            return reply
+
+
+def _choose_proxy(endpoint: Endpoint, environ: Mapping[str, str]) -> Proxy | None:
+    """The endpoint's proxy, said once in the log at start-up."""
+    proxy = proxy_for(endpoint.scheme, endpoint.host, endpoint.port, environ)
+    if proxy is not None:
+        logger.info(
+            "%s: connecting through proxy %s (CONNECT tunnel)", endpoint.url, proxy.display
+        )
+    elif proxy_setting(endpoint.scheme, environ):
+        logger.info("%s: connecting directly (NO_PROXY)", endpoint.url)
+    return proxy
 
 
 def _describe(exc: BaseException) -> str:

@@ -198,7 +198,7 @@ class EndpointRouter:
         specs: the endpoints.
         rules: strategies, geography rule and team routes.
         catalog: the model table.
-        environ: where ``api_key_env`` values are read.
+        environ: where ``api_key_env`` values and the proxy variables are read.
         connect_timeout, pool_size, first_byte_timeout: client settings.
         credential_overrides: endpoint id -> a ready credential source
             (the default endpoint's, or a test's).
@@ -258,6 +258,7 @@ class EndpointRouter:
             connect_timeout=connect_timeout,
             pool_size=pool_size,
             bearer_token=bearer,
+            environ=self._environ,
         )
         kind = MantleUpstream if is_mantle else Upstream
         upstream = kind(
