@@ -37,6 +37,15 @@ class ClientDisconnected(CcagError):
     """The client went away before the response was complete."""
 
 
+class AbortConnection(CcagError):
+    """Raised by a handler: drop the connection now, with no response.
+
+    The HTTP/1.1 shell closes the socket with a TCP reset (what a crashed or
+    cut-off peer looks like); the bundled simulator uses it to play Bedrock
+    resetting a connection before any response. HTTP/2 resets the stream.
+    """
+
+
 class InternalError(CcagError):
     """Something that cannot happen happened: a bug in ccag."""
 

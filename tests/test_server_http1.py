@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import h11
+import pytest
 import trio
 
 from ccag.config import Config, load_config
-from ccag.errors import ClientDisconnected
+from ccag.errors import AbortConnection, ClientDisconnected
 from ccag.server import Request, Responder, serve
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
@@ -486,3 +487,16 @@ async def test_http1_client_that_reads_nothing_is_dropped_after_the_write_timeou
             while not outcome:
                 await trio.sleep(0.05)
             assert outcome == ["disconnected"]
+
+
+async def test_http1_abort_connection_resets_it_with_nothing_sent() -> None:
+    async def handler(request: Request, responder: Responder) -> None:
+        raise AbortConnection("drop it")
+
+    with trio.fail_after(10):
+        async with running(handler) as port:
+            client = await Client.open(port)
+            await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with pytest.raises(trio.BrokenResourceError, match="reset"):
+                while await client.stream.receive_some(65536):
+                    pass

@@ -16,6 +16,7 @@ import trio
 import trustme
 
 from ccag.config import Config, load_config
+from ccag.errors import AbortConnection
 from ccag.server import Request, Responder, serve
 
 Handler = Callable[[Request, Responder], Awaitable[None]]
@@ -389,3 +390,19 @@ async def test_http2_idle_connection_gets_goaway_after_the_keepalive_timeout() -
                 await client.changed.wait()
             assert client.goaway is not None
             assert client.goaway.error_code == h2.errors.ErrorCodes.NO_ERROR
+
+
+async def test_http2_abort_connection_resets_only_that_stream() -> None:
+    async def handler(request: Request, responder: Responder) -> None:
+        if request.path == "/abort":
+            raise AbortConnection("drop it")
+        await echo(request, responder)
+
+    with trio.fail_after(10):
+        async with running(handler) as port, h2_client(port) as client:
+            aborted = await client.response(await client.request(path="/abort"))
+            served = await client.response(await client.request(body=b"still here"))
+
+    assert aborted.reset_code == h2.errors.ErrorCodes.INTERNAL_ERROR
+    assert b":status" not in aborted.headers
+    assert served.headers[b":status"] == b"200"

@@ -216,7 +216,10 @@ async def _raw_call(url: str, path: str, body: bytes, method: str = "POST") -> t
             except h11.RemoteProtocolError:
                 break
             if event is h11.NEED_DATA:
-                client.receive_data(await stream.receive_some(65536))
+                try:
+                    client.receive_data(await stream.receive_some(65536))
+                except trio.BrokenResourceError:  # a reset: what was read is all there is
+                    break
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):
@@ -269,12 +272,20 @@ async def test_simulator_garbage_breaks_the_frame_decoder(kind: str) -> None:
 async def test_simulator_reset_cuts_the_connection() -> None:
     with trio.fail_after(TIMEOUT):
         async with open_simulator(verify_signatures=False) as sim:
-            sim.script(Reset(after_events=2), Reset())
+            sim.script(Reset(after_events=2), Reset(), Reset(after_events=0))
             _, streamed, stream_complete = await _raw_call(sim.url, STREAM_PATH, _body())
-            _, _, whole_complete = await _raw_call(sim.url, f"/model/{PROFILE}/invoke", _body())
+            whole_status, whole, whole_complete = await _raw_call(
+                sim.url, f"/model/{PROFILE}/invoke", _body()
+            )
+            cut_status, cut, cut_complete = await _raw_call(
+                sim.url, f"/model/{PROFILE}/invoke", _body()
+            )
 
     assert not stream_complete and _decode(streamed) == ["message_start", "content_block_start"]
-    assert not whole_complete
+    # Before the head: the connection is reset with no response at all.
+    assert (whole_status, whole, whole_complete) == (0, b"", False)
+    # After it: a head promising more body than comes.
+    assert cut_status == 200 and cut and not cut_complete
 
 
 STALL_SECONDS = 0.3

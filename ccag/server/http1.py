@@ -12,6 +12,8 @@ is done. Any response we cannot finish cleanly ends the connection.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from http import HTTPStatus
 
 import attrs
@@ -19,7 +21,7 @@ import h11
 import trio
 
 from ccag.config import Config
-from ccag.errors import ApiError, ClientDisconnected, InternalError
+from ccag.errors import AbortConnection, ApiError, ClientDisconnected, InternalError
 from ccag.server.common import (
     ConnectionReader,
     decode_headers,
@@ -319,9 +321,13 @@ class Http1Connection:
                 await self._handler(request, responder)
             except ClientDisconnected:
                 scope.cancel()
+            except AbortConnection:
+                self._reset_on_close()
+                return True
             except Exception as exc:  # noqa: BLE001 - any handler failure becomes a 500 or a reset
                 failure = exc
-        self._handler_scope = None
+            finally:
+                self._handler_scope = None
 
         if scope.cancelled_caught or self._reader.is_closed:
             logger.debug("request %s: client went away", request.request_id)
@@ -340,6 +346,17 @@ class Http1Connection:
         except ClientDisconnected:
             return True
         return False
+
+    def _reset_on_close(self) -> None:
+        """Make the coming close send a TCP reset instead of a FIN."""
+        stream = self._stream
+        sock = getattr(stream, "socket", None) or getattr(
+            getattr(stream, "transport_stream", None), "socket", None
+        )
+        if sock is not None and sock.fileno() != -1:
+            # SO_LINGER on with a zero timeout: close() discards unsent data
+            # and resets the connection.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     async def _recover_from(
         self, failure: BaseException, request: Request, responder: Http1Responder

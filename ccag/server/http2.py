@@ -30,7 +30,7 @@ import trio
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
 
 from ccag.config import Config
-from ccag.errors import ApiError, ClientDisconnected, InternalError
+from ccag.errors import AbortConnection, ApiError, ClientDisconnected, InternalError
 from ccag.server.common import (
     ConnectionReader,
     decode_headers,
@@ -582,6 +582,7 @@ class Http2Connection:
             return
 
         failure: Exception | None = None
+        aborted = False
         with trio.CancelScope() as scope:
             stream.scope = scope
             if stream.is_reset:
@@ -590,11 +591,17 @@ class Http2Connection:
                 await self._handler(request, responder)
             except ClientDisconnected:
                 scope.cancel()
+            except AbortConnection:
+                aborted = True
             except Exception as exc:  # noqa: BLE001 - any handler failure becomes a 500 or a reset
                 failure = exc
         stream.scope = None
         if scope.cancelled_caught or stream.is_reset:
             logger.debug("request %s: client went away", stream.request_id)
+            return
+        if aborted:
+            # The stream is this connection's unit of work: it alone is reset.
+            await self._reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
 
         if failure is None and responder.is_started:

@@ -34,6 +34,7 @@ import attrs
 import trio
 
 from ccag.anthropic.wirejson import dump_json
+from ccag.errors import AbortConnection
 from ccag.server.types import Headers, Request, Responder
 from ccag.simulator import catalog
 from ccag.simulator.directives import default_scenario, default_text
@@ -426,7 +427,9 @@ class BedrockSimulator:
             ("x-amzn-bedrock-cache-write-input-token-count", str(metrics["cacheWriteInputTokenCount"])),
         ]
         if isinstance(scenario, Reset):
-            await _reset(responder, body, headers)
+            # after_events None is a reset before the head; any number, one
+            # after a head and part of the body.
+            await _reset(responder, body if scenario.after_events is not None else b"", headers)
         await responder.start_response(200, headers)
         await responder.send_data(body)
         await responder.end_response()
@@ -565,19 +568,20 @@ async def _send_json(
 
 
 async def _reset(responder: Responder, body: bytes, headers: list[tuple[str, str]]) -> None:
-    """Drop the connection, the nearest a handler gets to a TCP reset.
+    """Drop the connection.
 
-    The head promises more body than is sent, so the server cannot finish the
-    response cleanly and must close the connection when the handler raises.
+    With no ``body`` and no response started: a TCP reset before anything
+    was sent (AbortConnection). Otherwise the head promises more body than
+    is sent, so the server cannot finish the response cleanly and must close
+    the connection when the handler raises.
     """
-    # TODO: the Responder contract has no way to abort before the head, so a
-    # "reset before any response" shows the client a head and a cut body
-    # instead of a connection closed with no response at all.
+    if not responder.is_started and not body:
+        # Before any response: the connection is reset with nothing sent.
+        raise AbortConnection("scripted connection reset before the response")
     if not responder.is_started:
         promised = [(name, value) for name, value in headers if name != "content-length"]
         await responder.start_response(200, promised + [("content-length", str(len(body) + 1024))])
-        if body:
-            await responder.send_data(body[: len(body) // 2])
+        await responder.send_data(body[: len(body) // 2])
     raise SimulatedReset("scripted connection reset")
 
 
