@@ -178,6 +178,7 @@ class ConnectionPool:
         environ = os.environ if environ is None else environ
         self._proxy = _choose_proxy(endpoint, environ)
         self._connect_head = b""
+        self._last_proxy_problem: str | None = None
         if self._proxy is not None:
             self._connect_head = connect_request(endpoint.host, endpoint.port, self._proxy)
         self.connections_opened = 0
@@ -299,6 +300,10 @@ class ConnectionPool:
         try:
             await tcp.send_all(self._connect_head)
             reply = await _receive_proxy_reply(tcp, proxy)
+        except UpstreamConnectError as exc:
+            await trio.aclose_forcefully(tcp)
+            self._log_proxy_problem(str(exc))
+            raise
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise
@@ -317,8 +322,20 @@ class ConnectionPool:
             )
         if problem is not None:
             await trio.aclose_forcefully(tcp)
+            self._log_proxy_problem(problem)
             raise UpstreamConnectError(problem)
+        self._last_proxy_problem = None
         return tcp
+
+    def _log_proxy_problem(self, problem: str) -> None:
+        # The client only learns "could not connect"; the operator has to fix
+        # the proxy (credentials, allow list), so the reason is logged, once
+        # per change rather than once per request.
+        if problem != self._last_proxy_problem:
+            logger.warning("%s", problem)
+        else:
+            logger.debug("%s", problem)
+        self._last_proxy_problem = problem
 
     async def _start_tls(self, tcp: trio.SocketStream) -> Connection:
         assert self._ssl_context is not None
