@@ -115,11 +115,20 @@ def test_parse_proxy_url_defaults_the_scheme_and_port_and_masks_credentials() ->
 
 
 @pytest.mark.parametrize(
-    "value", ["https://proxy.corp:3128", "socks5://proxy.corp:1080", "http://", "http://p:99999"]
+    "value",
+    [
+        "https://proxy.corp:3128",
+        "socks5://proxy.corp:1080",
+        "http://",
+        "http://p:99999",
+        f"http://u:{PROXY_PASSWORD}@[::1",
+    ],
 )
 def test_parse_proxy_url_refuses_what_it_cannot_use(value: str) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         parse_proxy_url(value)
+
+    assert PROXY_PASSWORD not in str(caught.value)
 
 
 def test_connect_request_names_the_endpoint_and_carries_basic_credentials() -> None:

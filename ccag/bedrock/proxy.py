@@ -88,9 +88,16 @@ def parse_proxy_url(value: str) -> Proxy:
         ConfigError: not an ``http://`` URL with a host and a valid port.
             ``https://`` proxies (TLS to the proxy itself) are not supported.
     """
-    if not value.startswith(("http:", "https:")):
-        value = "http:" + value if value.startswith("//") else "http://" + value
-    parts = urlsplit(value)
+    # A bare host:port is common in the wild (curl and botocore accept it).
+    if value.startswith("//"):
+        value = "http:" + value
+    elif "://" not in value:
+        value = "http://" + value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        # Not quoted back: the URL may hold a password.
+        raise ConfigError("a proxy URL is malformed") from None
     shown = _masked(value)
     if parts.scheme != "http":
         # TODO: TLS to the proxy itself (an https:// proxy URL) is not
