@@ -76,6 +76,9 @@ class UpstreamApiError(ApiError):
         metric_error_type: the ``error_type`` label of ``ccag.errors.total``.
         upstream_exception: Bedrock's exception name, when it gave one
             (for logs; it is not shown to clients).
+        detail: what failed on the way to Bedrock (a refused connect, a
+            proxy's answer, a timeout's phase), for the operator's log; not
+            shown to clients, whose message stays generic.
     """
 
     def __init__(
@@ -87,10 +90,12 @@ class UpstreamApiError(ApiError):
         *,
         metric_error_type: str,
         upstream_exception: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(status, message, error_type, headers)
         self.metric_error_type = metric_error_type
         self.upstream_exception = upstream_exception
+        self.detail = detail
 
     @property
     def is_throttle(self) -> bool:

@@ -221,6 +221,11 @@ class MessagesRoute:
             outcome.error_type = error.metric_error_type
             services.count_upstream_error(outcome, error)
             if responder.is_started:
+                # No failover after the head: the cause is logged here.
+                logger.warning(
+                    "%s: the stream from %s broke: %s",
+                    request.request_id, outcome.endpoint_id or "Bedrock", error.detail,
+                )
                 await end_stream_with(responder, outcome, error)
             else:
                 raise error from None

@@ -118,9 +118,11 @@ async def run_with_failover(
                 raise
             last_error = error
             reasons.append(f"{spec.id}: {error.status} {getattr(error, 'metric_error_type', '')}".rstrip())
+            detail = getattr(error, "detail", None)
             logger.warning(
-                "endpoint %s failed for %s (%d %s)",
+                "endpoint %s failed for %s (%d %s)%s",
                 spec.id, model_name[:80], error.status, getattr(error, "metric_error_type", ""),
+                f": {detail}" if detail else "",
             )
 
     if last_error is not None and not plan.refused:

@@ -80,7 +80,12 @@ _FAILURES: tuple[tuple[type[UpstreamError], int, str, str, str], ...] = (
 
 def upstream_failure(exc: UpstreamError) -> UpstreamApiError:
     """The Anthropic error a client gets when Bedrock could not be reached."""
+    detail = f"{type(exc).__name__}: {exc}"
     for kind, status, message, error_type, metric in _FAILURES:
         if isinstance(exc, kind):
-            return UpstreamApiError(status, message, error_type, metric_error_type=metric)
-    return UpstreamApiError(502, "Bedrock failed", "api_error", metric_error_type="server_error")
+            return UpstreamApiError(
+                status, message, error_type, metric_error_type=metric, detail=detail
+            )
+    return UpstreamApiError(
+        502, "Bedrock failed", "api_error", metric_error_type="server_error", detail=detail
+    )
