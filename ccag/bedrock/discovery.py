@@ -12,7 +12,8 @@ by a background loop, and on demand, at most once per
 :data:`MIN_REFETCH_SECONDS`, when a request names a model nobody knows; a
 name that is still unknown is remembered as such for
 :data:`NEGATIVE_TTL_SECONDS`, so a typo costs one listing, not one per
-request. Matching is pure; fetching runs blocking HTTP in a worker thread.
+request. Matching is pure; fetching runs blocking HTTP in a worker thread,
+through the proxy the environment names (``ccag.bedrock.blocking_http``).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import datetime
 import http.client
 import json
 import logging
+import os
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
+from ccag.bedrock.blocking_http import BlockingTarget, failure_text
 from ccag.bedrock.errors import CredentialsError, UpstreamError
 from ccag.bedrock.signing import bearer_auth, sign_request
 
@@ -124,15 +127,12 @@ def profile_ids_of(page: Any) -> tuple[list[str], str | None]:
 Fetch = Callable[[], Awaitable[list[str]]]
 
 
-def _get_page(url: str, headers: list[tuple[str, str]]) -> Any:
+def _get_page(target: BlockingTarget, url: str, headers: list[tuple[str, str]]) -> Any:
     parts = urllib.parse.urlsplit(url)
-    connection_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(parts.hostname or "", parts.port, timeout=FETCH_TIMEOUT_SECONDS)
-    target = parts.path + ("?" + parts.query if parts.query else "")
+    connection = target.connection(FETCH_TIMEOUT_SECONDS)
+    path = parts.path + ("?" + parts.query if parts.query else "")
     try:
-        connection.request("GET", target, headers=dict(headers))
+        connection.request("GET", path, headers=dict(headers))
         response = connection.getresponse()
         try:
             raw = response.read(MAX_LISTING_BYTES)
@@ -141,7 +141,9 @@ def _get_page(url: str, headers: list[tuple[str, str]]) -> Any:
             # socket, which closing the connection does not reach.
             response.close()
     except (OSError, http.client.HTTPException) as exc:
-        raise UpstreamError(f"cannot reach {parts.netloc}: {exc}") from None
+        # A proxy's refusal lands here too, as "Tunnel connection failed".
+        where = target.describe(parts.netloc)
+        raise UpstreamError(f"cannot reach {where}: {failure_text(exc)}") from None
     finally:
         connection.close()
     if response.status != 200:
@@ -157,6 +159,8 @@ def list_profiles_fetcher(
     region: str,
     credentials: Any,
     bearer_token: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
 ) -> Fetch:
     """A function fetching every profile id of one endpoint's account.
 
@@ -165,10 +169,22 @@ def list_profiles_fetcher(
         region: the signing region.
         credentials: an object with ``async get()`` (unused with a bearer token).
         bearer_token: a Bedrock API key, if the endpoint uses one.
+        environ: where the proxy variables are read, here, once
+            (``os.environ`` if None).
+
+    Raises:
+        ConfigError: the proxy variable for the control URL is unusable.
     """
     base = urllib.parse.urlsplit(control_url.rstrip("/"))
+    environ = os.environ if environ is None else environ
+    target = _target_of(base, environ)
 
     async def fetch() -> list[str]:
+        if target is None:
+            # Reported on each fetch, as an unreachable one is, rather than
+            # stopping the gateway: only discovery needs this URL.
+            raise UpstreamError(f"control URL {control_url!r} is not an http(s) URL")
+
         ids: list[str] = []
         token: str | None = None
         for _ in range(MAX_PAGES):
@@ -184,7 +200,7 @@ def list_profiles_fetcher(
                 aws = await credentials.get()
                 now = datetime.datetime.now(datetime.UTC)
                 signed = sign_request("GET", url, headers, b"", aws, region, "bedrock", now)
-            page = await trio.to_thread.run_sync(_get_page, url, signed, abandon_on_cancel=True)
+            page = await trio.to_thread.run_sync(_get_page, target, url, signed, abandon_on_cancel=True)
             page_ids, token = profile_ids_of(page)
             ids.extend(page_ids)
             if token is None:
@@ -193,6 +209,17 @@ def list_profiles_fetcher(
         return ids
 
     return fetch
+
+
+def _target_of(base: urllib.parse.SplitResult, environ: Mapping[str, str]) -> BlockingTarget | None:
+    """Where the control URL's calls connect; None if it is not an http(s) URL."""
+    try:
+        port = base.port
+    except ValueError:
+        return None
+    if base.scheme not in ("http", "https") or not base.hostname:
+        return None
+    return BlockingTarget.choose(base.scheme, base.hostname, port, environ)
 
 
 @attrs.define

@@ -134,6 +134,7 @@ def build_credentials(
                 session_name=credentials.session_name,
                 duration_seconds=credentials.duration_seconds,
                 external_id=credentials.external_id,
+                environ=environ,
             ),
             None,
         )
@@ -270,7 +271,9 @@ class EndpointRouter:
         )
         self._endpoints[spec.id] = RoutedEndpoint(spec, upstream, credentials, bearer)
         self._sort_endpoints()
-        fetch = list_profiles_fetcher(spec.control_plane_url(), spec.region, credentials, bearer)
+        fetch = list_profiles_fetcher(
+            spec.control_plane_url(), spec.region, credentials, bearer, environ=self._environ
+        )
         self.discovery.set_endpoint(spec.id, fetch)
 
     def replace(self, specs: Sequence[EndpointSpec], rules: RoutingRules | None = None) -> None:

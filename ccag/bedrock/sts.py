@@ -10,22 +10,27 @@ the held credentials; from :data:`REFRESH_FRACTION` of their lifetime before
 expiry (at most :data:`~ccag.bedrock.credentials.REFRESH_MARGIN`) one caller
 fetches new ones in a worker thread while the others keep signing with the
 old ones, which are still valid. The STS URL is configurable, so tests point
-it at a loopback stand-in.
+it at a loopback stand-in. The call goes through the proxy the environment
+names, as Bedrock calls do (``ccag.bedrock.blocking_http``).
 """
 
 from __future__ import annotations
 
 import datetime
 import http.client
+import os
+import ssl
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from xml.etree import ElementTree
 
 import trio
 
+from ccag.bedrock.blocking_http import BlockingTarget, failure_text
 from ccag.bedrock.credentials import MINIMUM_REMAINING, REFRESH_MARGIN
 from ccag.bedrock.errors import CredentialsError
 from ccag.bedrock.signing import AwsCredentials, sign_request
+from ccag.errors import ConfigError
 
 STS_API_VERSION = "2011-06-15"
 
@@ -131,11 +136,18 @@ def assume_role(
     duration_seconds: int,
     external_id: str | None,
     now: datetime.datetime,
+    environ: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Loaded:
     """Call AssumeRole once (blocking: run it in a worker thread).
 
+    Args:
+        environ: where the proxy variables are read; ``os.environ`` if None.
+        ssl_context: for an ``https`` STS URL; the system CAs if None.
+
     Raises:
-        CredentialsError: STS could not be reached or refused.
+        CredentialsError: STS (or the proxy on the way) could not be reached
+            or refused, or the proxy setting is unusable.
     """
     body = assume_role_body(role_arn, session_name, duration_seconds, external_id)
     parts = urllib.parse.urlsplit(sts_url)
@@ -153,16 +165,22 @@ def assume_role(
         "sts",
         now,
     )
-    connection_class = (
-        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    )
-    connection = connection_class(parts.hostname, parts.port, timeout=STS_TIMEOUT_SECONDS)
+    try:
+        target = BlockingTarget.choose(
+            parts.scheme, parts.hostname, parts.port, os.environ if environ is None else environ
+        )
+    except ConfigError as exc:
+        raise CredentialsError(f"cannot reach STS at {sts_url}: {exc}") from None
+
+    connection = target.connection(STS_TIMEOUT_SECONDS, ssl_context)
     try:
         connection.request("POST", path, body=body, headers=dict(headers))
         response = connection.getresponse()
         answer = response.read(MAX_STS_RESPONSE_BYTES)
     except (OSError, http.client.HTTPException) as exc:
-        raise CredentialsError(f"cannot reach STS at {sts_url}: {exc}") from None
+        # A proxy's refusal lands here too, as "Tunnel connection failed".
+        where = target.describe(sts_url)
+        raise CredentialsError(f"cannot reach STS at {where}: {failure_text(exc)}") from None
     finally:
         connection.close()
     if response.status != 200:
@@ -180,6 +198,7 @@ class AssumedRoleCredentials:
         sts_url: the STS endpoint.
         region: the signing region of the STS call.
         clock: the current time, aware; injected by tests.
+        environ: where the proxy variables are read; ``os.environ`` if None.
     """
 
     def __init__(
@@ -193,8 +212,10 @@ class AssumedRoleCredentials:
         duration_seconds: int = 3600,
         external_id: str | None = None,
         clock: Callable[[], datetime.datetime] = _utc_now,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._source = source
+        self._environ = os.environ if environ is None else environ
         self._role_arn = role_arn
         self._sts_url = sts_url
         self._region = region
@@ -236,6 +257,7 @@ class AssumedRoleCredentials:
             duration_seconds=self._duration_seconds,
             external_id=self._external_id,
             now=self._clock(),
+            environ=self._environ,
         )
 
     async def _refresh(self) -> AwsCredentials:
