@@ -19,11 +19,12 @@ from ccag.admin_client import AdminClient
 
 Command = Callable[[argparse.Namespace, AdminClient], int]
 
+# (title, field) pairs, as print_table takes them.
 ENDPOINT_COLUMNS = (
-    ("id", "id"), ("region", "region"), ("geo_prefix", "geo"), ("api", "api"),
-    ("priority", "priority"), ("weight", "weight"), ("state", "state"),
-    ("errors", "errors"), ("throttles", "throttles"), ("recent_throttles", "recent throttles"),
-    ("ttfb_ewma_ms", "ttfb ms"), ("source", "source"),
+    ("ID", "id"), ("REGION", "region"), ("GEO", "geo_prefix"), ("API", "api"),
+    ("PRIORITY", "priority"), ("WEIGHT", "weight"), ("STATE", "state"),
+    ("ERRORS", "errors"), ("THROTTLES", "throttles"), ("RECENT THROTTLES", "recent_throttles"),
+    ("TTFB MS", "ttfb_ewma_ms"), ("SOURCE", "source"),
 )
 
 
