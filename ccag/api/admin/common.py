@@ -146,8 +146,20 @@ def existing_team_id(connection: Connection, name: str, now: float) -> str:
     """The id of team ``name``, or a 400 saying to create it first."""
     team = directory.get_team(connection, name, now)
     if team is None:
-        raise bad_request(f"team {name!r} does not exist; create it first (POST /admin/teams)")
+        raise missing_subject("team", name)
     return team.id
+
+
+def missing_subject(kind: str, name: str) -> ApiError:
+    """The 400 for naming a ``user`` or ``team`` that does not exist.
+
+    The advice names both ways to create it, the API route and the ``ccag
+    admin`` command, because both kinds of caller read this message.
+    """
+    return bad_request(
+        f"{kind} {name[:80]!r} does not exist; create it first "
+        f"(POST /admin/{kind}s, or ccag admin {kind}s create NAME)"
+    )
 
 
 def refuse_removing_last_admin(connection: Connection, user: UserEntry) -> None:
@@ -160,7 +172,8 @@ def live_keys_conflict(kind: str, name: str, live_keys: int, whose: str) -> ApiE
     """The 409 for deleting a user or team that still has live keys."""
     return conflict(
         f"{kind} {name!r} has {live_keys} live key(s); revoke them first, "
-        f"or add ?force=true to delete the {kind} with {whose} keys"
+        f"or delete the {kind} with {whose} keys by adding ?force=true "
+        "(ccag admin: run again with --force)"
     )
 
 

@@ -24,6 +24,7 @@ from ccag.api.admin.common import (
     expiry_field,
     forbidden,
     item_route,
+    missing_subject,
     name_field,
     not_found,
     query,
@@ -79,7 +80,7 @@ def _user_id(connection: Connection, name: str, now: float) -> tuple[str, str | 
     """(id, team name) of an existing user, or a 400 naming the problem."""
     user = directory.get_user(connection, name, now)
     if user is None:
-        raise bad_request(f"user {name!r} does not exist; create it first (POST /admin/users)")
+        raise missing_subject("user", name)
     return user.id, user.team
 
 

@@ -41,6 +41,7 @@ from ccag.api.admin.common import (
     body,
     conflict,
     forbidden,
+    missing_subject,
     no_such_route,
     not_found,
     path_id,
@@ -442,7 +443,7 @@ def _limit_subject(
     if team is not None:
         return team.name
     if required:
-        raise bad_request(f"team {name[:80]!r} does not exist; create it first (POST /admin/teams)")
+        raise missing_subject("team", name)
     return name
 
 
