@@ -8,8 +8,10 @@ format are asserted exactly as they leave the gateway.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
+import pytest
 import trio
 
 from ccag.simulator import Fail, Stall, Text
@@ -386,3 +388,69 @@ async def test_http2_body_over_the_limit_is_413_and_counted(tmp_path) -> None:
     )
     assert counted[refused] == 1
     assert counted[series("ccag.requests.in_flight")] == 0
+
+
+# A separate process, so that it closes while the gateway may still be about
+# to end the stream (in this process the gateway would always finish first).
+_EARLY_CLOSING_H2_CLIENT = """
+import json, socket, sys
+import h2.connection, h2.events
+port, key, body = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+statuses = []
+for _ in range(int(sys.argv[4])):
+    sock = socket.create_connection(("127.0.0.1", port))
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/messages"),
+        (":scheme", "http"), (":authority", "gw"), ("x-api-key", key),
+        ("content-type", "application/json"), ("anthropic-version", "2023-06-01")])
+    conn.send_data(1, body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, length, data = None, None, b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        for event in conn.receive_data(chunk):
+            if isinstance(event, h2.events.ResponseReceived):
+                headers = dict(event.headers)
+                status = headers[b":status"].decode()
+                length = headers.get(b"content-length")
+            elif isinstance(event, h2.events.DataReceived):
+                data += event.data
+                conn.acknowledge_received_data(event.flow_controlled_length, 1)
+        sock.sendall(conn.data_to_send())
+        whole = int(length) if length else None
+        if (whole is not None and len(data) >= whole) or b"event: message_stop" in data:
+            break
+    # The whole answer is in: close at once, before the end of the stream.
+    sock.close()
+    statuses.append(status)
+print(json.dumps(statuses))
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_http2_client_closing_right_after_the_answer_is_counted_200(
+    tmp_path, stream: bool
+) -> None:
+    requests = 40
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            done = await trio.run_process(
+                [
+                    sys.executable, "-c", _EARLY_CLOSING_H2_CLIENT, str(running.port),
+                    running.key, message_body(stream=stream).decode(), str(requests),
+                ],
+                capture_stdout=True,
+            )
+            await wait_until_idle(running.telemetry)
+            counted = flat_snapshot(running.telemetry)
+
+    assert json.loads(done.stdout) == ["200"] * requests
+    statuses = {
+        dict(labels)["status"]: value
+        for (name, labels), value in counted.items()
+        if name == "ccag.requests.total"
+    }
+    assert statuses == {"200": requests}

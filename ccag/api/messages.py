@@ -31,7 +31,12 @@ from ccag.anthropic.translate import BedrockRequest, translate_messages
 from ccag.api.body_log import LoggingResponder, bodies_wanted, log_request_body
 from ccag.api.outcome import CLIENT_CLOSED_STATUS, Outcome
 from ccag.api.relay import end_stream_with, relay_stream
-from ccag.api.responses import SSE_HEADERS, parse_json_body, send_error, send_json_bytes
+from ccag.api.responses import (
+    SSE_HEADERS,
+    parse_json_body,
+    send_error,
+    send_json_head_and_body,
+)
 from ccag.bedrock.errors import UpstreamError
 from ccag.bedrock.failover import run_with_failover
 from ccag.bedrock.upstream import upstream_failure
@@ -78,7 +83,8 @@ class MessagesRoute:
                 await send_error(request, responder, error)
                 outcome.completed_at = trio.current_time()
         except ClientDisconnected:
-            outcome.status = CLIENT_CLOSED_STATUS
+            if outcome.completed_at is None:
+                outcome.status = CLIENT_CLOSED_STATUS
         except trio.Cancelled:
             # The shell cancels us when the client goes away (or at shutdown):
             # the response is incomplete whatever status it started with,
@@ -213,9 +219,15 @@ class MessagesRoute:
                     raw = await response.read_all(MAX_MESSAGE_BODY_BYTES)
                     message = translate_message_body(raw, requested_model, outcome.observer)
                     outcome.first_content_at = trio.current_time()
-                    await send_json_bytes(responder, 200, message, outcome.response_headers)
+                    await send_json_head_and_body(
+                        responder, 200, message, outcome.response_headers
+                    )
+                    # The whole body (its content-length) is out: a client
+                    # that closes before the end-of-stream marker (curl over
+                    # HTTP/2 does) has the full answer, so it is a 200.
                     outcome.status = 200
                     outcome.completed_at = trio.current_time()
+                    await responder.end_response()
         except UpstreamError as exc:
             error = upstream_failure(exc)
             outcome.error_type = error.metric_error_type

@@ -138,9 +138,14 @@ async def end_stream_with(responder: Responder, outcome: Outcome, error: ApiErro
 
 
 async def complete(responder: Responder, outcome: Outcome) -> None:
-    """Send the end of the response and note when the client had it all."""
-    await responder.end_response()
+    """Send the end of the response, noting first that the client has it all.
+
+    The last event is already written: a client that closes as soon as it
+    read it (before the end of the chunked body or the HTTP/2 stream) got
+    the whole answer, so the request is not counted as abandoned (499).
+    """
     outcome.completed_at = trio.current_time()
+    await responder.end_response()
 
 
 async def drain(upstream: UpstreamStream) -> None:

@@ -21,10 +21,20 @@ async def send_json_bytes(
     body: bytes,
     extra_headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
 ) -> None:
+    await send_json_head_and_body(responder, status, body, extra_headers)
+    await responder.end_response()
+
+
+async def send_json_head_and_body(
+    responder: Responder,
+    status: int,
+    body: bytes,
+    extra_headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Head and whole body of a JSON response; the caller ends it."""
     headers = [*JSON_HEADERS, ("content-length", str(len(body))), *extra_headers]
     await responder.start_response(status, headers)
     await responder.send_data(body)
-    await responder.end_response()
 
 
 async def send_json(
