@@ -143,6 +143,30 @@ class ModelCatalog:
             facts=model,
         )
 
+    def known_canonical(self, name: str) -> str | None:
+        """The canonical name of the table's model that ``name`` means.
+
+        Accepts every spelling :meth:`resolve` maps to a known model (the
+        canonical name, an alias or dated name, a Bedrock id with or without
+        a geo prefix, any of these with ``[1m]``), whatever the geo prefix:
+        ``GET /v1/models/{id}`` answers for names, not for one endpoint.
+
+        Returns:
+            The canonical name, or None when the table does not know the
+            model (an unknown name, an ARN, an unknown Bedrock id).
+        """
+        stem = name.strip()
+        if stem.lower().endswith(ONE_MILLION_SUFFIX):
+            stem = stem[: -len(ONE_MILLION_SUFFIX)]
+
+        if _looks_like_bedrock_id(stem):
+            model = self._by_bedrock_id.get(_strip_geo_prefix(stem).lower())
+        else:
+            model = self._by_name.get(stem.lower())
+        if model is None or model.bedrock_id is None:
+            return None
+        return model.canonical
+
     def _pass_through(self, requested: str, model_id: str, one_million: bool) -> ResolvedModel:
         base = _strip_geo_prefix(model_id)
         model = self._by_bedrock_id.get(base.lower())

@@ -1,5 +1,8 @@
 """``GET /v1/models`` and ``GET /v1/models/{id}`` in Anthropic's format.
 
+``{id}`` is any name ``/v1/messages`` accepts for a listed model: its id, an
+alias, a dated name, a Bedrock id, with or without ``[1m]``.
+
 The list is what the endpoints can serve (discovery included), newest first,
 paged the way Anthropic's API pages it: ``limit`` (1 to 1000; without it the
 whole list, which is short), ``after_id`` and ``before_id``.
@@ -37,11 +40,24 @@ class ModelListRoute:
         path = request.path.rstrip("/")
         if path.startswith(MODEL_PATH_PREFIX):
             wanted = urllib.parse.unquote(path[len(MODEL_PATH_PREFIX) :])
-            for model in models:
-                if model["id"] == wanted:
-                    return model
-            raise not_found(f"model: {wanted[:200]}")
+            return self._model(models, wanted)
         return _page(models, urllib.parse.parse_qs(request.query))
+
+    def _model(self, models: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
+        """The listed model ``wanted`` names: its id, or any name
+        ``/v1/messages`` resolves to it (alias, dated name, ``[1m]``...).
+
+        Like Anthropic's API, an alias answers with the model it points to.
+        A model the endpoints do not serve is not found, as it is not listed.
+        """
+        by_id = {model["id"]: model for model in models}
+        if wanted in by_id:
+            return by_id[wanted]
+
+        canonical = self.services.catalog.known_canonical(wanted)
+        if canonical is not None and canonical in by_id:
+            return by_id[canonical]
+        raise not_found(f"model: {wanted[:200]}")
 
 
 def _page(models: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
