@@ -238,3 +238,28 @@ def test_a_sim_tool_directive_reads_a_list_of_objects_whole() -> None:
     scenario = default_scenario({"messages": [{"role": "user", "content": prompt}]})
 
     assert scenario.input == {"todos": [{"content": "x", "status": "pending"}]}
+
+
+async def test_nan_and_infinity_are_refused_not_sent_to_bedrock(tmp_path) -> None:
+    bodies = [
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"temperature":Infinity,'
+        b'"messages":[{"role":"user","content":"x"}]}',
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"top_p":NaN,'
+        b'"messages":[{"role":"user","content":"x"}]}',
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"temperature":-Infinity,'
+        b'"messages":[{"role":"user","content":"x"}]}',
+    ]
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            replies = [await post_messages(running.port, running.key, body) for body in bodies]
+            counted = await post_messages(
+                running.port, running.key, bodies[0], target="/v1/messages/count_tokens"
+            )
+            calls = running.simulator.model_requests()
+
+    for reply in [*replies, counted]:
+        assert reply.status == 400, reply.body
+        error = reply.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert "not valid JSON" in error["message"] and "is not a JSON value" in error["message"]
+    assert calls == []

@@ -62,6 +62,12 @@ async def send_error(request: Request, responder: Responder, error: ApiError) ->
     await send_json_bytes(responder, error.status, error.body(request.request_id), headers)
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON (RFC 8259) does not
+    # have; passed on, they reach Bedrock as numbers no client meant.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json_body(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong."""
     content_type = (request.headers.get("content-type") or "").split(";", 1)[0].strip()
@@ -74,7 +80,7 @@ def parse_json_body(request: Request) -> dict[str, Any]:
     if not request.body:
         raise ApiError(400, "the request body is empty; a JSON object is required")
     try:
-        document = json.loads(request.body)
+        document = json.loads(request.body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(document, dict):
