@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import logging
 from typing import Any
 
 import botocore.eventstream
@@ -269,7 +270,7 @@ async def test_simulator_garbage_breaks_the_frame_decoder(kind: str) -> None:
         _decode(raw)
 
 
-async def test_simulator_reset_cuts_the_connection() -> None:
+async def test_simulator_reset_cuts_the_connection(caplog) -> None:
     with trio.fail_after(TIMEOUT):
         async with open_simulator(verify_signatures=False) as sim:
             sim.script(Reset(after_events=2), Reset(), Reset(after_events=0))
@@ -286,6 +287,9 @@ async def test_simulator_reset_cuts_the_connection() -> None:
     assert (whole_status, whole, whole_complete) == (0, b"", False)
     # After it: a head promising more body than comes.
     assert cut_status == 200 and cut and not cut_complete
+    # A scripted fault is not a crash: nothing at ERROR in the log (the
+    # embedded simulator shares the gateway's log).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 STALL_SECONDS = 0.3

@@ -63,8 +63,10 @@ from ccag.simulator.sigv4 import verify_sigv4
 from ccag.simulator.tokens import cache_write_ttl, estimate_input_tokens
 from ccag.simulator.validate import (
     BodyRules,
+    check_prompt_length,
     parse_count_tokens_body,
     parse_invoke_body,
+    prompt_limit,
     resolve_model_id,
 )
 from ccag.simulator.wire import chunk_frame, corrupt_crc, padding
@@ -85,10 +87,6 @@ REPLY_ID_CHARS = 24
 
 GARBAGE_BYTES = 48
 """How much junk a :class:`Garbage` fault sends: more than a frame prelude."""
-
-
-class SimulatedReset(Exception):
-    """Raised inside the handler to make the server drop the connection."""
 
 
 @attrs.frozen
@@ -256,12 +254,17 @@ class BedrockSimulator:
     def _new_id(self) -> str:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
-    def _reply_context(self, model: catalog.SimModel, body: dict[str, Any]) -> ReplyContext:
-        """The ids, token count and fallback text one answer to ``body`` uses."""
+    def _reply_context(
+        self, model: catalog.SimModel, body: dict[str, Any], input_tokens: int | None = None
+    ) -> ReplyContext:
+        """The ids, token count and fallback text one answer to ``body`` uses.
+
+        ``input_tokens`` is the body's estimate when the caller already has it.
+        """
         return ReplyContext(
             message_id="msg_bdrk_" + self._short_id(),
             model_id=model.bedrock_id,
-            input_tokens=estimate_input_tokens(body),
+            input_tokens=estimate_input_tokens(body) if input_tokens is None else input_tokens,
             default_text=default_text(body),
             tool_id="toolu_bdrk_" + self._short_id(),
             cache_write_ttl=cache_write_ttl(body),
@@ -370,6 +373,8 @@ class BedrockSimulator:
             record.body = body
         else:
             body = parse_invoke_body(request.body, model, self._rules)
+        input_tokens = estimate_input_tokens(body)
+        check_prompt_length(input_tokens, prompt_limit(model, body, self._rules.checks, counting=kind == COUNT_TOKENS))
 
         # 2. The scenario: scripted, else decided by the conversation.
         scenario = self._next_scenario(record.model_id, kind)
@@ -381,7 +386,7 @@ class BedrockSimulator:
 
         if kind == COUNT_TOKENS:
             record.status = 200
-            count = {"inputTokens": estimate_input_tokens(body)}
+            count = {"inputTokens": input_tokens}
             await _send_json(responder, 200, count, [("x-amzn-requestid", request_id)])
             return
 
@@ -389,7 +394,7 @@ class BedrockSimulator:
         assert scenario is not None
         answer = answer_of(scenario)
         assert answer is not None
-        events = build_events(answer, self._reply_context(model, body))
+        events = build_events(answer, self._reply_context(model, body, input_tokens))
         record.status = 200
         if kind == STREAM:
             await self._stream(responder, request_id, scenario, answer, events)
@@ -483,7 +488,7 @@ class BedrockSimulator:
             else:
                 await responder.send_data(self._rng.randbytes(GARBAGE_BYTES))
         elif isinstance(scenario, Reset):
-            raise SimulatedReset("scripted connection reset")
+            raise AbortConnection("scripted connection reset")
         await responder.end_response()
         return True
 
@@ -568,12 +573,11 @@ async def _send_json(
 
 
 async def _reset(responder: Responder, body: bytes, headers: list[tuple[str, str]]) -> None:
-    """Drop the connection.
+    """Drop the connection with a TCP reset (AbortConnection).
 
-    With no ``body`` and no response started: a TCP reset before anything
-    was sent (AbortConnection). Otherwise the head promises more body than
-    is sent, so the server cannot finish the response cleanly and must close
-    the connection when the handler raises.
+    With no ``body`` and no response started, nothing was sent before it.
+    Otherwise a head promising more body than comes goes first, and part of
+    the body.
     """
     if not responder.is_started and not body:
         # Before any response: the connection is reset with nothing sent.
@@ -582,12 +586,11 @@ async def _reset(responder: Responder, body: bytes, headers: list[tuple[str, str
         promised = [(name, value) for name, value in headers if name != "content-length"]
         await responder.start_response(200, promised + [("content-length", str(len(body) + 1024))])
         await responder.send_data(body[: len(body) // 2])
-    raise SimulatedReset("scripted connection reset")
+    raise AbortConnection("scripted connection reset")
 
 
 __all__ = [
     "BedrockSimulator",
     "ReceivedRequest",
-    "SimulatedReset",
     "SimulatorOptions",
 ]
