@@ -188,6 +188,7 @@ async def serve(
     *,
     shutdown: trio.Event | None = None,
     listeners: list[trio.SocketListener] | None = None,
+    name: str = "",
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP/1.1 and HTTP/2 on ``config.host``:``config.port``.
@@ -200,6 +201,9 @@ async def serve(
             runs until cancelled.
         listeners: already bound by :func:`open_listeners`; serve closes
             them when it returns. Without them, serve binds itself.
+        name: what this server is, put before "listening on" in the log
+            when several servers share a process (the embedded simulator
+            must not pass for the gateway).
         task_status: receives the bound port (useful with port 0).
 
     Raises:
@@ -216,7 +220,8 @@ async def serve(
     port = int(listeners[0].socket.getsockname()[1])
     server = _Server(handler, config, ssl_context)
     logger.info(
-        "listening on %s:%d (%s)",
+        "%slistening on %s:%d (%s)",
+        f"{name} " if name else "",
         config.host,
         port,
         "TLS" if ssl_context else "cleartext",

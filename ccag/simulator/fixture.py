@@ -101,7 +101,9 @@ async def run_simulator(
     config = load_config({"host": host, "port": port}, environ={})
 
     async def serve_and_report(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await serve(handler, config, shutdown=shutdown, task_status=task_status)
+        await serve(
+            handler, config, shutdown=shutdown, name="Bedrock simulator", task_status=task_status
+        )
 
     async with trio.open_nursery() as nursery:
         bound_port = await nursery.start(serve_and_report)
