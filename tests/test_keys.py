@@ -137,6 +137,12 @@ async def test_authenticate_unknown_key(store: Store) -> None:
         assert error.reason == "invalid_key"
         assert error.message.startswith("invalid x-api-key")
 
+        # The same key sent as a bearer token is named as one.
+        error = _refusal(cache, _headers(authorization=f"Bearer {credential}"))
+        assert error.reason == "invalid_key"
+        assert error.message.startswith("invalid bearer token:")
+        assert "x-api-key" not in error.message
+
 
 async def test_authenticate_revoked_key_after_refresh(store: Store) -> None:
     key = _issue(store, "alice")

@@ -149,5 +149,8 @@ async def test_client_serves_many_concurrent_requests() -> None:
             nursery.cancel_scope.cancel()
 
     assert statuses == [200] * 100
-    assert fake.connections_accepted <= 20
+    # Connections are reused: 20 tasks in flight need at most 20 at once, and
+    # with 8 kept idle some are closed and opened again as the tasks
+    # interleave, but nowhere near one connection per request.
+    assert fake.connections_accepted <= 40
     assert len(fake.requests) == 100

@@ -319,11 +319,16 @@ def missing_credentials() -> AuthError:
     )
 
 
-def _refusal(info: KeyInfo | None) -> AuthError:
+# How a refusal names where the key came from.
+API_KEY_HEADER = "x-api-key"
+BEARER_HEADER = "bearer token"
+
+
+def _refusal(info: KeyInfo | None, header: str = API_KEY_HEADER) -> AuthError:
     if info is None:
         return AuthError(
             401,
-            "invalid x-api-key: this key is not known to the gateway; check that "
+            f"invalid {header}: this key is not known to the gateway; check that "
             "ANTHROPIC_API_KEY holds a key from `ccag keys create` (a key created "
             "in the last few seconds is accepted once the gateway refreshes its keys)",
             INVALID_KEY,
@@ -331,14 +336,14 @@ def _refusal(info: KeyInfo | None) -> AuthError:
     if info.revoked:
         return AuthError(
             401,
-            f"invalid x-api-key: key {info.name!r} has been revoked; ask your "
+            f"invalid {header}: key {info.name!r} has been revoked; ask your "
             "ccag administrator for a new one",
             REVOKED_KEY,
         )
     assert info.expires_at is not None
     return AuthError(
         401,
-        f"invalid x-api-key: key {info.name!r} expired at "
+        f"invalid {header}: key {info.name!r} expired at "
         f"{format_time(info.expires_at)}; ask your ccag administrator for a new one",
         EXPIRED_KEY,
     )
@@ -397,15 +402,20 @@ class KeyCache:
             return None
         return self._by_hash.get(hash_key(key))
 
-    def check_key(self, key: str, now: float) -> Principal:
+    def check_key(self, key: str, now: float, header: str = API_KEY_HEADER) -> Principal:
         """The principal of one credential.
+
+        Args:
+            key: the credential.
+            now: Unix time, for expiry.
+            header: where it came from, named in a refusal.
 
         Raises:
             AuthError: 401, the key is unknown, revoked or expired.
         """
         info = self.lookup(key)
         if info is None or info.revoked or info.is_expired(now):
-            raise _refusal(info)
+            raise _refusal(info, header)
         return Principal.from_key(info)
 
     def authenticate(self, headers: Headers, now: float) -> Principal:
@@ -426,10 +436,12 @@ class KeyCache:
         if not credentials:
             raise missing_credentials()
 
+        api_key = (headers.get("x-api-key") or "").strip()
         refusals: list[AuthError] = []
         for credential in credentials:
+            header = API_KEY_HEADER if credential == api_key else BEARER_HEADER
             try:
-                return self.check_key(credential, now)
+                return self.check_key(credential, now, header)
             except AuthError as exc:
                 refusals.append(exc)
         raise most_specific(refusals)
