@@ -10,6 +10,8 @@ simulator reject something specific.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -30,6 +32,10 @@ class SimModel:
         betas: the ``anthropic_beta`` values it accepts.
         fields: optional body fields beyond the core ones (``name`` or
             ``parent.child``) -> the beta each needs, or ``None``.
+        context_window: the most prompt tokens it takes without a beta.
+        one_million: the context-1m beta raises the window to a million.
+        max_output: the largest ``max_tokens`` it takes without a beta.
+        system_role_message: ``role: "system"`` messages are accepted.
     """
 
     bedrock_id: str
@@ -37,6 +43,48 @@ class SimModel:
     in_region: bool
     betas: frozenset[str]
     fields: Mapping[str, str | None]
+    context_window: int = 200_000
+    one_million: bool = False
+    max_output: int = 128_000
+    system_role_message: bool = False
+
+
+@attrs.frozen
+class RequestChecks:
+    """Limits Bedrock enforces on an InvokeModel body (``request_checks`` in the facts).
+
+    Attributes:
+        thinking_min_budget: the smallest ``thinking.budget_tokens``.
+        interleaved_thinking_beta: the beta that lets the budget reach ``max_tokens``.
+        tool_name_pattern: what a custom tool's name must match.
+        output_beta_max_tokens: beta -> the ``max_tokens`` limit it raises to.
+        count_tokens_max_prompt_tokens: CountTokens' own prompt limit.
+        one_million_context_window: the window with the context-1m beta.
+        content_block_types: the ``type`` values a message content block may have.
+    """
+
+    thinking_min_budget: int
+    interleaved_thinking_beta: str
+    tool_name_pattern: re.Pattern[str]
+    output_beta_max_tokens: Mapping[str, int]
+    count_tokens_max_prompt_tokens: int
+    one_million_context_window: int
+    content_block_types: tuple[str, ...]
+
+
+@functools.cache
+def request_checks() -> RequestChecks:
+    """The request limits of the facts file."""
+    entry = facts.bedrock_facts()["request_checks"]
+    return RequestChecks(
+        thinking_min_budget=int(entry["thinking_min_budget"]),
+        interleaved_thinking_beta=str(entry["interleaved_thinking_beta"]),
+        tool_name_pattern=re.compile(entry["tool_name_pattern"]),
+        output_beta_max_tokens={beta: int(limit) for beta, limit in entry["output_beta_max_tokens"].items()},
+        count_tokens_max_prompt_tokens=int(entry["count_tokens_max_prompt_tokens"]),
+        one_million_context_window=int(entry["one_million_context_window"]),
+        content_block_types=tuple(entry["content_block_types"]),
+    )
 
 
 def core_fields() -> frozenset[str]:
@@ -60,6 +108,10 @@ def models_from_facts() -> dict[str, SimModel]:
             in_region=model.in_region,
             betas=model.betas,
             fields=dict(model.fields),
+            context_window=model.context_window,
+            one_million=model.one_million,
+            max_output=model.max_output,
+            system_role_message=model.system_role_message,
         )
     return served
 

@@ -21,7 +21,8 @@ from ccag.simulator.errors import BedrockError
 from ccag.simulator.events import build_events, message_from_events
 from ccag.simulator.scenarios import Fail, StreamException, answer_of
 from ccag.simulator.sigv4 import verify_sigv4
-from ccag.simulator.validate import parse_invoke_body
+from ccag.simulator.tokens import estimate_input_tokens
+from ccag.simulator.validate import check_prompt_length, parse_invoke_body, prompt_limit
 
 if TYPE_CHECKING:
     from ccag.simulator.handler import BedrockSimulator, ReceivedRequest
@@ -110,6 +111,8 @@ async def _answer(
     kind = "invoke-with-response-stream" if stream else "invoke"
     model = simulator._resolve(quote(model_id, safe=""), kind)
     body = parse_invoke_body(json.dumps(invoke_body).encode(), model, simulator._rules)
+    input_tokens = estimate_input_tokens(body)
+    check_prompt_length(input_tokens, prompt_limit(model, body, simulator._rules.checks, counting=False))
 
     # 2. The scenario, then the answer.
     scenario = simulator._next_scenario(model_id, kind) or default_scenario(body)
@@ -118,7 +121,7 @@ async def _answer(
         raise BedrockError(scenario.name, scenario.message, scenario.status)
     answer = answer_of(scenario)
     assert answer is not None
-    events = build_events(answer, simulator._reply_context(model, body))
+    events = build_events(answer, simulator._reply_context(model, body, input_tokens))
     record.status = 200
     if not stream:
         whole = json.dumps(message_from_events(events), separators=(",", ":")).encode()

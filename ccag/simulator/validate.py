@@ -4,6 +4,14 @@ Messages follow the wording Bedrock uses for the Anthropic schema
 ("Malformed input request: #: extraneous key [stream] is not permitted, please
 reformat your input and try again.", "invalid beta flag"), so a gateway's
 error mapping and its remove-and-retry logic see what they would see live.
+
+Beyond the keys, the body is checked the way the Messages API checks it
+(roles, content block types, base64 sources, custom tool names, the thinking
+budget, ``max_tokens`` against the model's output limit) in one walk over the
+messages and tools; the prompt's length against the context window is checked
+separately (:func:`check_prompt_length`), on the token estimate the answer
+reports anyway. Where a message could not be confirmed from Bedrock's or
+Anthropic's answers, the comment at its check says so.
 """
 
 from __future__ import annotations
@@ -17,7 +25,13 @@ from urllib.parse import unquote
 
 import attrs
 
-from ccag.simulator.catalog import ANTHROPIC_VERSIONS, SimModel
+from ccag.bedrock import facts
+from ccag.simulator.catalog import (
+    ANTHROPIC_VERSIONS,
+    RequestChecks,
+    SimModel,
+    request_checks,
+)
 from ccag.simulator.errors import BedrockError, validation_error
 
 REQUIRED_BODY_KEYS: tuple[str, ...] = ("anthropic_version", "max_tokens", "messages")
@@ -35,11 +49,13 @@ class BodyRules:
         anthropic_versions: the accepted ``anthropic_version`` values.
         refuse_billing_header: refuse a system block that starts with
             :data:`BILLING_HEADER_PREFIX`.
+        checks: the limits of the Messages schema (from the facts file).
     """
 
     core_fields: frozenset[str]
     anthropic_versions: frozenset[str] = ANTHROPIC_VERSIONS
     refuse_billing_header: bool = True
+    checks: RequestChecks = attrs.field(factory=request_checks)
 
 
 def _malformed(detail: str) -> BedrockError:
@@ -173,12 +189,182 @@ def parse_invoke_body(raw: bytes, model: SimModel, rules: BodyRules) -> dict[str
         raise _malformed(f"#/anthropic_beta: expected type: JSONArray, found: {_json_type(betas)}")
     if any(beta not in model.betas for beta in betas):
         raise validation_error("invalid beta flag")
-    _check_optional_fields(body, model, frozenset(betas))
+    beta_set = frozenset(betas)
+    _check_optional_fields(body, model, beta_set)
 
-    # 5. The system prompt.
-    if rules.refuse_billing_header:
-        _check_system(body.get("system"))
+    # 5. The output limit, then what the Messages schema types.
+    _check_max_tokens(max_tokens, model, beta_set, rules.checks)
+    _check_system(body.get("system"), rules.refuse_billing_header)
+    roles = _ROLES_WITH_SYSTEM if model.system_role_message else _ROLES
+    _check_messages(messages, roles, rules.checks)
+    _check_tools(body.get("tools"), rules.checks)
+    _check_thinking(body.get("thinking"), max_tokens, beta_set, rules.checks)
+    tool_choice = body.get("tool_choice")
+    if tool_choice is not None and not isinstance(tool_choice, dict):
+        # Assumption: worded like the other schema type errors above.
+        raise _malformed(f"#/tool_choice: expected type: JSONObject, found: {_json_type(tool_choice)}")
     return body
+
+
+def _check_max_tokens(max_tokens: int, model: SimModel, betas: frozenset[str], checks: RequestChecks) -> None:
+    limit = max(
+        [model.max_output, *(raised for beta, raised in checks.output_beta_max_tokens.items() if beta in betas)]
+    )
+    if max_tokens > limit:
+        # Bedrock's own wording (vercel/ai#2772 on Converse, charmbracelet/crush#946
+        # on the Messages endpoint); assumed to be the same on InvokeModel.
+        raise validation_error(
+            f"The maximum tokens you requested exceeds the model limit of {limit}. "
+            f"Try again with a maximum tokens value that is lower than {limit}."
+        )
+
+
+_ROLES: tuple[str, ...] = ("user", "assistant")
+_ROLES_WITH_SYSTEM: tuple[str, ...] = ("user", "assistant", "system")
+
+_BASE64_SOURCE_BLOCKS = frozenset({"image", "document"})
+"""Block types whose ``source`` may carry base64 ``data``."""
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    """``'a', 'b' or 'c'``, as pydantic lists the values of a literal."""
+    quoted = [f"'{value}'" for value in values]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _check_messages(messages: list[Any], roles: tuple[str, ...], checks: RequestChecks) -> None:
+    """Roles, content shapes, block types and base64 sources, in one pass.
+
+    The first message may be the assistant's: the Messages API no longer
+    documents a user-first rule and a lone assistant turn is a prefill, so it
+    is not refused (the old 'first message must use the "user" role' answer
+    could not be confirmed for today's API).
+    """
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _malformed(f"#/messages/{index}: expected type: JSONObject, found: {_json_type(message)}")
+        if message.get("role") not in roles:
+            # Pydantic's literal_error, as the Messages API words it.
+            raise validation_error(f"messages.{index}.role: Input should be {_choices(roles)}")
+        if "content" not in message:
+            raise validation_error(f"messages.{index}.content: Field required")
+        content = message["content"]
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            # Assumption: worded like the other schema type errors.
+            raise _malformed(
+                f"#/messages/{index}/content: expected type: String or JSONArray, found: {_json_type(content)}"
+            )
+        for position, block in enumerate(content):
+            _check_block(block, f"messages.{index}.content.{position}", checks)
+
+
+def _check_block(block: Any, path: str, checks: RequestChecks) -> None:
+    if not isinstance(block, dict) or "type" not in block:
+        # Pydantic's message for a tagged union without its tag.
+        raise validation_error(f"{path}: Unable to extract tag using discriminator 'type'")
+    kind = block["type"]
+    if kind not in checks.content_block_types:
+        # Pydantic's union_tag_invalid wording; Anthropic's list of expected tags
+        # may differ from ours (an assumption).
+        expected = ", ".join(f"'{tag}'" for tag in checks.content_block_types)
+        raise validation_error(
+            f"{path}: Input tag '{kind}' found using 'type' does not match any of the expected tags: {expected}"
+        )
+    if kind in _BASE64_SOURCE_BLOCKS:
+        _check_base64_source(block, f"{path}.{kind}")
+    elif kind == "tool_result" and isinstance(block.get("content"), list):
+        for position, inner in enumerate(block["content"]):
+            if isinstance(inner, dict) and inner.get("type") in _BASE64_SOURCE_BLOCKS:
+                _check_base64_source(inner, f"{path}.tool_result.content.{position}.{inner['type']}")
+
+
+def _check_base64_source(block: dict[str, Any], path: str) -> None:
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64":
+        return
+    data = source.get("data")
+    try:
+        # Strict: padding required, nothing outside the alphabet (assumption:
+        # the Messages API refuses line breaks inside the data too).
+        binascii.a2b_base64(data if isinstance(data, str) else "-", strict_mode=True)
+    except (binascii.Error, ValueError):
+        # The Messages API's wording (anthropics/anthropic-sdk-typescript#603).
+        raise validation_error(f"{path}.source.base64: invalid base64 data") from None
+
+
+def _check_tools(tools: Any, checks: RequestChecks) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        # Assumption: worded like the other schema type errors.
+        raise _malformed(f"#/tools: expected type: JSONArray, found: {_json_type(tools)}")
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _malformed(f"#/tools/{index}: expected type: JSONObject, found: {_json_type(tool)}")
+        if tool.get("type") not in (None, "custom"):
+            # Anthropic-defined tools (bash_20250124, web_search_...) have fixed names.
+            continue
+        name = tool.get("name")
+        if not isinstance(name, str) or checks.tool_name_pattern.fullmatch(name) is None:
+            raise validation_error(
+                f"tools.{index}.custom.name: String should match pattern '{checks.tool_name_pattern.pattern}'"
+            )
+
+
+def _check_thinking(thinking: Any, max_tokens: int, betas: frozenset[str], checks: RequestChecks) -> None:
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict):
+        # Assumption: worded like the other schema type errors.
+        raise _malformed(f"#/thinking: expected type: JSONObject, found: {_json_type(thinking)}")
+    if thinking.get("type") != "enabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise validation_error("thinking.enabled.budget_tokens: Input should be a valid integer")
+    if budget < checks.thinking_min_budget:
+        # Bedrock's wording (danny-avila/LibreChat#8346).
+        raise validation_error(
+            f"thinking.enabled.budget_tokens: Input should be greater than or equal to {checks.thinking_min_budget}"
+        )
+    if budget >= max_tokens and checks.interleaved_thinking_beta not in betas:
+        # Bedrock's wording (anthropics/claude-code#8756).
+        raise validation_error(
+            "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our documentation at "
+            "https://docs.claude.com/en/docs/build-with-claude/extended-thinking#max-tokens-and-context-window-size"
+        )
+
+
+ONE_MILLION_BETA = facts.one_million_beta()
+"""The beta that opens the million-token window where the model has one."""
+
+
+def prompt_limit(model: SimModel, body: Mapping[str, Any], checks: RequestChecks, *, counting: bool) -> int:
+    """The most prompt tokens ``model`` takes for ``body``.
+
+    Args:
+        counting: for CountTokens, which stops at its own limit even where
+            the model's window is larger.
+    """
+    betas = body.get("anthropic_beta")
+    window = model.context_window
+    if model.one_million and isinstance(betas, list) and ONE_MILLION_BETA in betas:
+        window = max(window, checks.one_million_context_window)
+    return min(window, checks.count_tokens_max_prompt_tokens) if counting else window
+
+
+def check_prompt_length(input_tokens: int, limit: int) -> None:
+    """Refuse a prompt longer than ``limit`` tokens, as Bedrock does.
+
+    Raises:
+        BedrockError: ``ValidationException`` "prompt is too long: N tokens > M maximum"
+            (the wording of Bedrock's answers in boto/botocore#3707 and
+            daisuke-awaji/moca#254).
+    """
+    if input_tokens > limit:
+        raise validation_error(f"prompt is too long: {input_tokens} tokens > {limit} maximum")
 
 
 def _check_optional_fields(body: dict[str, Any], model: SimModel, betas: frozenset[str]) -> None:
@@ -198,11 +384,23 @@ def _check_optional_fields(body: dict[str, Any], model: SimModel, betas: frozens
                 raise _extra_input(f"{key}.{child}")
 
 
-def _check_system(system: Any) -> None:
-    blocks = [system] if isinstance(system, str) else system if isinstance(system, list) else []
+def _check_system(system: Any, refuse_billing_header: bool) -> None:
+    """``system`` is a string or a list of text blocks (and holds no billing line)."""
+    if system is None:
+        return
+    if isinstance(system, str):
+        blocks: list[Any] = [{"type": "text", "text": system}]
+    elif isinstance(system, list):
+        blocks = system
+    else:
+        # Assumption: worded like the other schema type errors.
+        raise _malformed(f"#/system: expected type: String or JSONArray, found: {_json_type(system)}")
     for index, block in enumerate(blocks):
-        text = block if isinstance(block, str) else block.get("text") if isinstance(block, dict) else None
-        if isinstance(text, str) and text.lstrip().startswith(BILLING_HEADER_PREFIX):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            # Pydantic's literal_error for the one block type system takes.
+            raise validation_error(f"system.{index}.type: Input should be 'text'")
+        text = block.get("text")
+        if refuse_billing_header and isinstance(text, str) and text.lstrip().startswith(BILLING_HEADER_PREFIX):
             raise validation_error(
                 f"system.{index}.text: the reserved prefix {BILLING_HEADER_PREFIX!r} is not permitted"
             )
