@@ -183,6 +183,7 @@ async def _run_bound(
         )
         client = upstream
         nursery.start_soon(upstream.discovery.run_refresh_loop)
+        await nursery.start(upstream.drainer.run)
         nursery.start_soon(run_reload_loop, upstream, config, store)
         telemetry = Telemetry(
             environ,

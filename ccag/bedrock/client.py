@@ -16,6 +16,7 @@ could never carry another request anyway.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -27,10 +28,12 @@ import trio
 from ccag import __version__
 from ccag.bedrock.chunked import ChunkedDecoder
 from ccag.bedrock.credentials import CredentialSource
+from ccag.bedrock.drainer import Drainer
 from ccag.bedrock.endpoint import parse_endpoint
 from ccag.bedrock.errors import (
     CredentialsError,
     UpstreamClosed,
+    UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
@@ -55,6 +58,10 @@ STALE_CONNECTION_RETRIES = 1
 # Bodies up to this size are sent in the same write as the request head (one
 # system call, one TLS record run); larger ones are not worth copying for it.
 COALESCE_BODY_BYTES = 256 * 1024
+
+# How long the end of a body the reader is done with (the last chunk after a
+# stream's message_stop) may take before the connection is closed instead.
+FINISH_TIMEOUT = 1.0
 
 USER_AGENT = f"ccag/{__version__}"
 
@@ -92,6 +99,7 @@ class UpstreamResponse:
         "_is_framed",
         "_leftover",
         "headers",
+        "reader_done",
         "status",
     )
 
@@ -115,6 +123,10 @@ class UpstreamResponse:
         )
         self._chunked = ChunkedDecoder() if chunked else None
         self._leftover = leftover
+        # Set by a reader that has all it wants (a stream past message_stop):
+        # what is left is only the end of the framing, worth reading so the
+        # connection can be reused (see BedrockClient.post).
+        self.reader_done = False
 
     @property
     def is_complete(self) -> bool:
@@ -144,6 +156,30 @@ class UpstreamResponse:
         if self._chunked is not None:
             return await self._receive_chunked(self._chunked)
         return await self._receive_through_h11()
+
+    def finish_without_waiting(self) -> bool:
+        """Read what has already arrived of the rest of the body; True if done.
+
+        Only for a plain TCP stream (which can read without waiting) and a
+        chunked body; body bytes found are dropped (the reader is done).
+        """
+        if self.is_complete_without_io():
+            return True
+        receive_nowait = getattr(self._connection.stream, "receive_nowait", None)
+        decoder = self._chunked
+        if receive_nowait is None or decoder is None:
+            return False
+        try:
+            while not decoder.is_done:
+                data = receive_nowait(RECEIVE_CHUNK_SIZE)
+                if not data:
+                    return False
+                decoder.feed(data)
+        except (UpstreamProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        self._complete = True
+        self._connection.finished_body_outside_h11()
+        return True
 
     def is_complete_without_io(self) -> bool:
         """Whether the rest of the body is already buffered (e.g. a 0-length body).
@@ -285,6 +321,8 @@ class BedrockClient:
         ssl_context: TLS settings; the system trust store if None.
         max_idle_seconds: idle connections older than this are not reused.
         environ: where the proxy variables are read; ``os.environ`` if None.
+        drainer: finishes the end of streamed bodies in the background (see
+            ccag.bedrock.drainer); without one the request reads it itself.
     """
 
     def __init__(
@@ -300,6 +338,7 @@ class BedrockClient:
         ssl_context: ssl.SSLContext | None = None,
         max_idle_seconds: float = MAX_IDLE_SECONDS,
         environ: Mapping[str, str] | None = None,
+        drainer: Drainer | None = None,
     ) -> None:
         if credentials is None and bearer_token is None:
             raise CredentialsError("BedrockClient needs credentials or a bearer token")
@@ -308,6 +347,7 @@ class BedrockClient:
         self._credentials = credentials
         self._service = service
         self._bearer_token = bearer_token
+        self._drainer = drainer
         self._pool = ConnectionPool(
             self.endpoint,
             connect_timeout=connect_timeout,
@@ -374,8 +414,36 @@ class BedrockClient:
             raise
         if response.is_complete_without_io():
             await self._pool.release(connection)
-        else:
+        elif not response.reader_done:
+            # Abandoned mid-body: what is left may be long; close instead.
             await self._pool.discard(connection)
+        elif response.finish_without_waiting():
+            await self._pool.release(connection)
+        elif self._drainer is None or not self._drainer.start(
+            functools.partial(self._finish, connection, response)
+        ):
+            await self._finish(connection, response)
+
+    async def _finish(self, connection: Connection, response: UpstreamResponse) -> None:
+        """Read the end of a body the reader is done with, then pool or close.
+
+        Never raises: a broken or slow end (FINISH_TIMEOUT) closes the
+        connection, and so does a cancellation.
+        """
+        released = False
+        try:
+            with trio.move_on_after(FINISH_TIMEOUT):
+                while await response.receive_some():
+                    pass
+            if response.is_complete:
+                released = True
+                await self._pool.release(connection)
+        except UpstreamError:
+            pass
+        finally:
+            if not released:
+                with trio.CancelScope(shield=True):
+                    await self._pool.discard(connection)
 
     async def aclose(self) -> None:
         """Close the idle connections."""

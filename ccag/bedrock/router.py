@@ -34,6 +34,7 @@ from ccag.bedrock import facts
 from ccag.bedrock.client import BedrockClient
 from ccag.bedrock.credentials import CredentialSource
 from ccag.bedrock.discovery import Discovery, list_profiles_fetcher, models_in
+from ccag.bedrock.drainer import Drainer
 from ccag.bedrock.endpoints import (
     MANTLE,
     CredentialSpec,
@@ -226,6 +227,8 @@ class EndpointRouter:
         self.catalog = catalog
         self.health = health or HealthBoard()
         self.discovery = Discovery()
+        # Finishes streamed bodies off the request path; app.py runs it.
+        self.drainer = Drainer()
         self._environ = os.environ if environ is None else environ
         self._client_settings = (connect_timeout, pool_size, first_byte_timeout)
         self._credential_overrides = dict(credential_overrides or {})
@@ -260,6 +263,7 @@ class EndpointRouter:
             pool_size=pool_size,
             bearer_token=bearer,
             environ=self._environ,
+            drainer=self.drainer,
         )
         kind = MantleUpstream if is_mantle else Upstream
         upstream = kind(

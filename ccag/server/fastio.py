@@ -75,6 +75,23 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                 raise _stream_error(exc) from exc
             await self._wait(trio.lowlevel.wait_readable)
 
+    def receive_nowait(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes | None:
+        """Bytes that have already arrived, without waiting: None if none.
+
+        ``b""`` at EOF. Not a checkpoint: for a caller that must not yield
+        (a connection's owner tidying up after its last read).
+
+        Raises:
+            trio.ClosedResourceError: the socket was closed.
+            trio.BrokenResourceError: the connection broke.
+        """
+        try:
+            return os.read(self._fileno(), max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send every byte of ``data``, waiting while the socket is full.
 
