@@ -241,13 +241,11 @@ def test_a_sim_tool_directive_reads_a_list_of_objects_whole() -> None:
 
 
 async def test_nan_and_infinity_are_refused_not_sent_to_bedrock(tmp_path) -> None:
+    messages = b'"messages":[{"role":"user","content":"x"}]}'
     bodies = [
-        b'{"model":"claude-sonnet-4-5","max_tokens":5,"temperature":Infinity,'
-        b'"messages":[{"role":"user","content":"x"}]}',
-        b'{"model":"claude-sonnet-4-5","max_tokens":5,"top_p":NaN,'
-        b'"messages":[{"role":"user","content":"x"}]}',
-        b'{"model":"claude-sonnet-4-5","max_tokens":5,"temperature":-Infinity,'
-        b'"messages":[{"role":"user","content":"x"}]}',
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"temperature":Infinity,' + messages,
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"top_p":NaN,' + messages,
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"temperature":-Infinity,' + messages,
     ]
     with trio.fail_after(TIMEOUT_S):
         async with open_gateway(tmp_path) as running:
