@@ -1,7 +1,9 @@
 """The HTTP/1.1 driver: h11 on a Trio stream, one request at a time.
 
 Theory of operation: a :class:`~ccag.server.common.ConnectionReader` task reads
-the socket for the life of the connection. The driver loop waits for the first
+the socket while a response is under way (on a plain TCP connection; under
+TLS for the life of the connection), and the driver loop reads the next
+request itself (see ConnectionReader.pause). The driver loop waits for the first
 byte of a request (keep-alive timeout), reads the head and the whole body
 (request timeout, header and body limits), then runs the handler inside a
 cancel scope that the reader cancels when the client goes away. Bytes of a
@@ -121,6 +123,10 @@ class Http1Connection:
         """Serve requests until the connection is done, then close it."""
         linger = False
         async with trio.open_nursery() as nursery:
+            if self._reader.can_pause:
+                # This task reads requests itself; the reader reads during
+                # responses only (see ConnectionReader).
+                self._reader.pause()
             nursery.start_soon(self._reader.run)
             nursery.start_soon(self._watch_writes)
             try:
@@ -180,8 +186,13 @@ class Http1Connection:
                 log_access(request_id, "-", "-", 408, started_at)
                 return True
 
+            reader = self._reader
+            if reader.can_pause:
+                reader.resume()
             if await self._respond(request):
                 return False
+            if reader.can_pause:
+                reader.pause()
             if "transfer-encoding" in request.headers and "content-length" in request.headers:
                 # Both framings at once is how request smuggling starts: the
                 # body was read as chunked, and the connection must not carry
