@@ -14,7 +14,6 @@ import trio
 from ccag.anthropic.observe import ResponseObserver
 from ccag.bedrock.facts import shipped_models
 from ccag.simulator.scenarios import Text, Usage
-from ccag.simulator.tokens import CACHE_TTL_1H, CACHE_TTL_5M, cache_write_ttl
 from ccag.spend.pricing import (
     CACHE_WRITE_1H_PER_5M,
     Price,
@@ -238,7 +237,7 @@ def test_overrides_keep_or_derive_the_1h_rate(store_location: str) -> None:
     assert overrides["old"].cache_write_1h == pytest.approx(3.0 * CACHE_WRITE_1H_PER_5M)
 
 
-# -- the simulator ------------------------------------------------------------
+# -- the simulator (its TTL split: tests/test_accounting_leftovers.py) ---------
 
 
 def _breakpoint(ttl: str | None) -> dict[str, Any]:
@@ -246,36 +245,6 @@ def _breakpoint(ttl: str | None) -> dict[str, Any]:
     if ttl is not None:
         control["ttl"] = ttl
     return control
-
-
-@pytest.mark.parametrize(
-    ("system_ttl", "message_ttl", "expected"),
-    [
-        ("1h", "1h", CACHE_TTL_1H),
-        ("1h", None, CACHE_TTL_5M),
-        (None, None, CACHE_TTL_5M),
-        ("5m", "5m", CACHE_TTL_5M),
-    ],
-)
-def test_simulator_reports_writes_1h_only_when_every_breakpoint_asks(
-    system_ttl: str | None, message_ttl: str | None, expected: str
-) -> None:
-    body = {
-        "system": [{"type": "text", "text": "s", "cache_control": _breakpoint(system_ttl)}],
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "m", "cache_control": _breakpoint(message_ttl)}
-                ],
-            }
-        ],
-    }
-    assert cache_write_ttl(body) == expected
-
-
-def test_simulator_without_breakpoints_reports_5m() -> None:
-    assert cache_write_ttl({"messages": [{"role": "user", "content": "hi"}]}) == CACHE_TTL_5M
 
 
 # -- through the gateway ------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ccag.simulator.scenarios import Answer, Text, Thinking, ToolUse, Usage
-from ccag.simulator.tokens import CACHE_TTL_1H, CACHE_TTL_5M, estimate_output_tokens
+from ccag.simulator.tokens import estimate_output_tokens, split_cache_writes
 
 Event = dict[str, Any]
 
@@ -33,8 +33,9 @@ class ReplyContext:
         input_tokens: the estimated prompt size.
         default_text: the text used where an answer leaves ``text`` unset.
         tool_id: the id given to a tool call that names none.
-        cache_write_ttl: the TTL cache writes are reported under (``5m`` or
-            ``1h``, see :func:`ccag.simulator.tokens.cache_write_ttl`).
+        five_minute_tail: the most of the cache writes that are 5-minute
+            ones, ``None`` for all of them (see
+            :func:`ccag.simulator.tokens.five_minute_tail_tokens`).
     """
 
     message_id: str
@@ -42,7 +43,7 @@ class ReplyContext:
     input_tokens: int
     default_text: str
     tool_id: str
-    cache_write_ttl: str = CACHE_TTL_5M
+    five_minute_tail: int | None = None
 
 
 def split_evenly(text: str, parts: int) -> list[str]:
@@ -164,7 +165,7 @@ def build_events(answer: Answer, context: ReplyContext) -> list[Event]:
 
     # 3. The cache writes split by TTL, as Bedrock reports them.
     written = usage.cache_creation_input_tokens
-    written_1h = written if context.cache_write_ttl == CACHE_TTL_1H else 0
+    written_5m, written_1h = split_cache_writes(written, context.five_minute_tail)
 
     # 4. The envelope around the blocks.
     start = {
@@ -182,7 +183,7 @@ def build_events(answer: Answer, context: ReplyContext) -> list[Event]:
                 "cache_creation_input_tokens": written,
                 "cache_read_input_tokens": usage.cache_read_input_tokens,
                 "cache_creation": {
-                    "ephemeral_5m_input_tokens": written - written_1h,
+                    "ephemeral_5m_input_tokens": written_5m,
                     "ephemeral_1h_input_tokens": written_1h,
                 },
                 "output_tokens": 1,

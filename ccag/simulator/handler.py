@@ -60,7 +60,7 @@ from ccag.simulator.scenarios import (
     scenario_from_json,
 )
 from ccag.simulator.sigv4 import verify_sigv4
-from ccag.simulator.tokens import cache_write_ttl, estimate_input_tokens
+from ccag.simulator.tokens import estimate_input_tokens, five_minute_tail_tokens
 from ccag.simulator.validate import (
     BodyRules,
     check_prompt_length,
@@ -267,7 +267,7 @@ class BedrockSimulator:
             input_tokens=estimate_input_tokens(body) if input_tokens is None else input_tokens,
             default_text=default_text(body),
             tool_id="toolu_bdrk_" + self._short_id(),
-            cache_write_ttl=cache_write_ttl(body),
+            five_minute_tail=five_minute_tail_tokens(body),
         )
 
     def _short_id(self) -> str:
