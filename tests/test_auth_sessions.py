@@ -15,6 +15,7 @@ from ccag.auth.sessions import (
     MAX_LOGIN_FAILURES,
     SESSION_PREFIX,
     SESSION_RECHECK_SECONDS,
+    FailureLimit,
     LoginThrottle,
     SessionManager,
     ensure_bootstrap_admin,
@@ -129,42 +130,45 @@ async def test_login_throttles_after_repeated_failures(store: Store) -> None:
     assert int(retry_after) == LOGIN_LOCKOUT_SECONDS + MAX_LOGIN_FAILURES - 1 - 10
 
 
-def test_throttle_counts_attempts_in_flight() -> None:
-    throttle = LoginThrottle(max_failures=3, window=60, lockout=100)
+async def test_throttle_counts_attempts_in_flight(store: Store) -> None:
+    throttle = LoginThrottle(store, FailureLimit(3, window=60, lockout=100))
     for _ in range(3):
-        throttle.attempt_started("a", NOW)
+        await throttle.attempt_started("a", "root", NOW)
     with pytest.raises(AuthError):
-        throttle.attempt_started("a", NOW)
+        await throttle.attempt_started("a", "root", NOW)
 
 
-def test_throttle_forgets_failures_outside_the_window() -> None:
-    throttle = LoginThrottle(max_failures=3, window=60, lockout=100)
-    throttle.attempt_started("a", NOW)
-    throttle.attempt_started("a", NOW + 1)
+async def test_throttle_forgets_failures_outside_the_window(store: Store) -> None:
+    throttle = LoginThrottle(store, FailureLimit(3, window=60, lockout=100))
+    await throttle.attempt_started("a", "root", NOW)
+    await throttle.attempt_started("a", "root", NOW + 1)
     # A minute later the first two no longer count: two more are allowed.
-    throttle.attempt_started("a", NOW + 70)
-    throttle.attempt_started("a", NOW + 71)
-    throttle.attempt_started("a", NOW + 72)  # the third within a minute: locks
+    await throttle.attempt_started("a", "root", NOW + 70)
+    await throttle.attempt_started("a", "root", NOW + 71)
+    await throttle.attempt_started("a", "root", NOW + 72)  # the third within a minute: locks
     with pytest.raises(AuthError):
-        throttle.attempt_started("a", NOW + 73)
+        await throttle.attempt_started("a", "root", NOW + 73)
 
 
-def test_throttle_success_uncounts_only_its_own_attempt() -> None:
-    throttle = LoginThrottle(max_failures=3, window=60, lockout=100)
-    throttle.attempt_started("a", NOW)
-    throttle.attempt_started("a", NOW + 1)
-    handle = throttle.attempt_started("a", NOW + 2)  # third: locks until proven good
-    throttle.attempt_succeeded("a", handle)
-    throttle.attempt_started("a", NOW + 3)  # back to two failures: allowed, locks again
+async def test_throttle_success_uncounts_only_its_own_attempt(store: Store) -> None:
+    throttle = LoginThrottle(store, FailureLimit(3, window=60, lockout=100))
+    await throttle.attempt_started("a", "root", NOW)
+    await throttle.attempt_started("a", "root", NOW + 1)
+    handle = await throttle.attempt_started("a", "root", NOW + 2)  # third: locks until proven good
+    await store.run(lambda connection: throttle.attempt_succeeded(connection, handle))
+    await throttle.attempt_started("a", "root", NOW + 3)  # back to two failures: allowed, locks again
     with pytest.raises(AuthError):
-        throttle.attempt_started("a", NOW + 4)
+        await throttle.attempt_started("a", "root", NOW + 4)
 
 
-def test_throttle_tracks_a_bounded_number_of_clients() -> None:
-    throttle = LoginThrottle(max_failures=3, window=60, lockout=100, max_clients=10)
+async def test_throttle_count_survives_a_flood_of_other_addresses(store: Store) -> None:
+    throttle = LoginThrottle(store, FailureLimit(3, window=60, lockout=100))
+    for _ in range(3):
+        await throttle.attempt_started("a", "root", NOW)
     for number in range(100):
-        throttle.attempt_started(f"client-{number}", NOW)
-    assert len(throttle._clients) <= 10
+        await throttle.attempt_started(f"client-{number}", f"user-{number}", NOW + 1)
+    with pytest.raises(AuthError):
+        await throttle.attempt_started("a", "root", NOW + 2)
 
 
 # -- authorize_admin --------------------------------------------------------

@@ -11,7 +11,6 @@ takes effect within that time. Only admin endpoints reach this module, never
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import logging
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from ccag.auth import throttle_store
 from ccag.auth.errors import (
     EXPIRED_SESSION,
     INVALID_KEY,
@@ -76,9 +76,18 @@ MAX_CACHED_SESSIONS = 10_000
 MAX_LOGIN_FAILURES = 5
 LOGIN_FAILURE_WINDOW_SECONDS = 60.0
 LOGIN_LOCKOUT_SECONDS = 300.0
-# Addresses tracked at once; bounds the memory a scan from many addresses
-# can take.
-MAX_TRACKED_CLIENTS = 10_000
+# And per account (the name tried), against a guesser spreading its tries
+# over many addresses. The trade-off: the lockout refuses everyone, the real
+# admin too, so it must stay short, and a short lockout lets the guesser try
+# again soon. Ten failures locking the name for two minutes cap a guesser at
+# about 7,000 tries a day however many addresses it has: a generated (128
+# bit) or otherwise strong password survives that, a dictionary word may not.
+# A guesser can keep an account locked by failing ten times every two
+# minutes; the admin gets in at most two minutes after it stops. The limit is
+# above what one address may fail, so only a spread guess reaches it.
+MAX_ACCOUNT_LOGIN_FAILURES = 10
+ACCOUNT_LOGIN_FAILURE_WINDOW_SECONDS = 60.0
+ACCOUNT_LOGIN_LOCKOUT_SECONDS = 120.0
 # Password checks running at once: scrypt takes 16 MiB and tens of
 # milliseconds each, so a login flood must not take every core and thread.
 MAX_CONCURRENT_PASSWORD_CHECKS = 4
@@ -102,94 +111,161 @@ class IssuedSession:
     expires_at: float
 
 
-@attrs.define
-class _ClientFailures:
-    times: collections.deque[float] = attrs.Factory(collections.deque)
-    locked_until: float = 0.0
+@attrs.frozen
+class FailureLimit:
+    """``failures`` within ``window`` seconds lock out until ``lockout``
+    seconds after the last of them, and at least until the first leaves the
+    window."""
+
+    failures: int
+    window: float
+    lockout: float
+
+    @property
+    def retention(self) -> float:
+        """How far back a failure can still matter to a lockout."""
+        return self.window + self.lockout
+
+
+CLIENT_FAILURE_LIMIT = FailureLimit(
+    MAX_LOGIN_FAILURES, LOGIN_FAILURE_WINDOW_SECONDS, LOGIN_LOCKOUT_SECONDS
+)
+ACCOUNT_FAILURE_LIMIT = FailureLimit(
+    MAX_ACCOUNT_LOGIN_FAILURES, ACCOUNT_LOGIN_FAILURE_WINDOW_SECONDS, ACCOUNT_LOGIN_LOCKOUT_SECONDS
+)
+
+
+def locked_until(failure_times: list[float], limit: FailureLimit) -> float:
+    """When the lockout these failures (oldest first) caused ends; 0 for none."""
+    until = 0.0
+    for last in range(limit.failures - 1, len(failure_times)):
+        first = failure_times[last - limit.failures + 1]
+        if failure_times[last] - first < limit.window:
+            until = max(until, failure_times[last] + limit.lockout, first + limit.window)
+    return until
+
+
+@attrs.frozen
+class LoginAttempt:
+    """A login attempt counted as failed until it succeeds."""
+
+    id: str
+    client: str
+    username: str
+
+
+@attrs.frozen
+class _Verdict:
+    client_until: float
+    account_until: float
+    # The attempt just counted is the one that reached the limit.
+    locks_client: bool = False
+    locks_account: bool = False
 
 
 class LoginThrottle:
-    """Counts failed logins per client address and locks out guessers.
+    """Counts failed logins per client address and per account name, in the
+    store, and locks out guessers.
 
     An attempt counts as a failure from the moment it starts until it
     succeeds, so many attempts sent at once are limited like sequential ones.
-    """
+    The count lives in the store, so gateways sharing one (behind a load
+    balancer) share it, and a restart keeps it. Each gateway's store
+    transactions run one at a time, so only attempts checked at the same
+    instant on different gateways can pass the limit, by one per gateway.
+    Nothing is kept in memory; the table is pruned by age.
 
-    # TODO: counts are per gateway process, not shared through the store, so
-    # behind a load balancer over N gateways a guesser gets N times the tries.
+    Args:
+        store: where the attempts are counted.
+        client_limit: per client address (default :data:`CLIENT_FAILURE_LIMIT`).
+        account_limit: per account name tried, whether it exists or not, so
+            a refusal reveals nothing (default :data:`ACCOUNT_FAILURE_LIMIT`).
+    """
 
     def __init__(
         self,
-        max_failures: int = MAX_LOGIN_FAILURES,
-        window: float = LOGIN_FAILURE_WINDOW_SECONDS,
-        lockout: float = LOGIN_LOCKOUT_SECONDS,
-        max_clients: int = MAX_TRACKED_CLIENTS,
+        store: Store,
+        client_limit: FailureLimit | None = None,
+        account_limit: FailureLimit | None = None,
     ) -> None:
-        self._max_failures = max_failures
-        self._window = window
-        self._lockout = lockout
-        self._max_clients = max_clients
-        self._clients: dict[str, _ClientFailures] = {}
+        self._store = store
+        self._client_limit = client_limit or CLIENT_FAILURE_LIMIT
+        self._account_limit = account_limit or ACCOUNT_FAILURE_LIMIT
 
-    def attempt_started(self, client: str, now: float) -> float:
-        """Count an attempt, or refuse it if the client is locked out.
+    async def attempt_started(self, client: str, username: str, now: float) -> LoginAttempt:
+        """Count an attempt, or refuse it if its address or account is locked out.
+
+        Also prunes failures too old to matter.
 
         Returns:
-            A handle for :meth:`attempt_succeeded`.
+            The attempt, for :meth:`attempt_succeeded`.
 
         Raises:
             AuthError: 429 with ``retry-after``; reason ``login_failed``.
+            StoreError: the store is unavailable.
         """
-        state = self._clients.get(client)
-        if state is not None and state.locked_until > now:
-            wait = math.ceil(state.locked_until - now)
-            raise AuthError(
-                429,
-                f"too many failed logins from your address; try again in {wait} seconds",
-                LOGIN_FAILED,
-                headers=[("retry-after", str(wait))],
+        attempt = LoginAttempt(throttle_store.new_attempt_id(), client, username)
+        account = throttle_store.account_hash(username)
+        client_limit, account_limit = self._client_limit, self._account_limit
+
+        def check_and_count(connection: Connection) -> _Verdict:
+            retention = max(client_limit.retention, account_limit.retention)
+            throttle_store.prune_failures(connection, now - retention)
+            by_client = throttle_store.failures_of_client(
+                connection, client, now - client_limit.retention)
+            by_account = throttle_store.failures_of_account(
+                connection, account, now - account_limit.retention)
+            verdict = _Verdict(
+                locked_until(by_client, client_limit), locked_until(by_account, account_limit)
+            )
+            if max(verdict.client_until, verdict.account_until) > now:
+                return verdict
+
+            throttle_store.record_attempt(connection, attempt.id, client, account, now)
+            return attrs.evolve(
+                verdict,
+                locks_client=locked_until(sorted([*by_client, now]), client_limit) > now,
+                locks_account=locked_until(sorted([*by_account, now]), account_limit) > now,
             )
 
-        if state is None:
-            self._make_room(now)
-            state = self._clients[client] = _ClientFailures()
-        while state.times and state.times[0] <= now - self._window:
-            state.times.popleft()
-        state.times.append(now)
-        if len(state.times) >= self._max_failures and state.locked_until <= now:
-            state.locked_until = now + self._lockout
-            # An operator must see a guesser, or a colleague locked out.
+        verdict = await self._store.run(check_and_count)
+
+        if verdict.client_until > now:
+            raise _too_many_failures("from your address", verdict.client_until - now)
+        if verdict.account_until > now:
+            raise _too_many_failures("for this account", verdict.account_until - now)
+        # An operator must see a guesser, or a colleague locked out.
+        if verdict.locks_client:
             logger.warning(
-                "login: %s made %d attempts within %.0f s; locked out for %.0f s",
-                client, len(state.times), self._window, self._lockout,
+                "login: %s reached %d failed attempts within %.0f s; locked out for %.0f s",
+                client, client_limit.failures, client_limit.window, client_limit.lockout,
             )
-        return now
+        if verdict.locks_account:
+            logger.warning(
+                "login: user %r reached %d failed attempts within %.0f s (the last from %s);"
+                " locked out for %.0f s",
+                username, account_limit.failures, account_limit.window, client,
+                account_limit.lockout,
+            )
+        return attempt
 
-    def attempt_succeeded(self, client: str, handle: float) -> None:
-        """Uncount a successful attempt (earlier failures still count)."""
-        state = self._clients.get(client)
-        if state is None:
-            return
-        try:
-            state.times.remove(handle)
-        except ValueError:
-            return
-        if len(state.times) < self._max_failures:
-            state.locked_until = 0.0
-        if not state.times:
-            del self._clients[client]
+    def attempt_succeeded(self, connection: Connection, attempt: LoginAttempt) -> None:
+        """Uncount a successful attempt (earlier failures still count).
 
-    def _make_room(self, now: float) -> None:
-        if len(self._clients) < self._max_clients:
-            return
-        for client, state in list(self._clients.items()):
-            is_stale = not state.times or state.times[-1] <= now - self._window
-            if is_stale and state.locked_until <= now:
-                del self._clients[client]
-        while len(self._clients) >= self._max_clients:
-            # TODO: dropping the oldest tracked address lets a guesser with
-            # more than MAX_TRACKED_CLIENTS addresses reset its own count.
-            del self._clients[next(iter(self._clients))]
+        A step of the unit of work that opens the session, so the attempt is
+        uncounted exactly when the login takes effect.
+        """
+        throttle_store.forget_attempt(connection, attempt.id)
+
+
+def _too_many_failures(whose: str, wait_seconds: float) -> AuthError:
+    wait = math.ceil(wait_seconds)
+    return AuthError(
+        429,
+        f"too many failed logins {whose}; try again in {wait} seconds",
+        LOGIN_FAILED,
+        headers=[("retry-after", str(wait))],
+    )
 
 
 @attrs.frozen
@@ -205,7 +281,7 @@ class SessionManager:
         store: holds users and sessions.
         config: provides ``session_ttl``, the seconds a new session lasts.
         keys: the API key cache (an admin-role key also opens admin endpoints).
-        throttle: failed-login bookkeeping (default: a new one).
+        throttle: failed-login bookkeeping (default: one on ``store``).
     """
 
     def __init__(
@@ -218,7 +294,7 @@ class SessionManager:
         self._store = store
         self._keys = keys
         self._session_ttl: float = config.session_ttl
-        self._throttle = throttle or LoginThrottle()
+        self._throttle = throttle or LoginThrottle(store)
         self._password_checks = trio.CapacityLimiter(MAX_CONCURRENT_PASSWORD_CHECKS)
         self._sessions: dict[str, _CachedSession] = {}
 
@@ -236,7 +312,10 @@ class SessionManager:
                 reason ``login_failed`` for both.
             ApiError: 503, the store is unavailable.
         """
-        attempt = self._throttle.attempt_started(client_addr, now)
+        try:
+            attempt = await self._throttle.attempt_started(client_addr, username, now)
+        except StoreError as exc:
+            raise _store_unavailable(exc) from exc
 
         user = await self._read(functools.partial(identity.find_user, name=username))
         stored_hash = user.password_hash if user is not None else None
@@ -247,7 +326,6 @@ class SessionManager:
         if user is None or stored_hash is None or not is_valid:
             logger.info("failed admin login for user %r", username)
             raise AuthError(401, "invalid username or password", LOGIN_FAILED)
-        self._throttle.attempt_succeeded(client_addr, attempt)
 
         token = SESSION_PREFIX + secrets.token_urlsafe(SESSION_RANDOM_BYTES)
         expires_at = now + self._session_ttl
@@ -256,6 +334,7 @@ class SessionManager:
         def record_session(connection: Connection) -> None:
             identity.delete_expired_sessions(connection, now)
             identity.insert_session(connection, token_hash, user.id, now, expires_at)
+            self._throttle.attempt_succeeded(connection, attempt)
 
         await self._write(record_session)
         self._remember(token_hash, identity.SessionRecord(user.name, user.role, expires_at), now)

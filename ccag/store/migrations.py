@@ -212,6 +212,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        6,
+        "login throttling: failed admin logins shared by every gateway",
+        (
+            # One row per login attempt from its start until it succeeds (a
+            # failure, or one still in flight); the name tried is hashed.
+            # Pruned by age on every attempt (ccag.auth.throttle_store).
+            """CREATE TABLE IF NOT EXISTS login_failures (
+                id TEXT PRIMARY KEY,
+                client TEXT NOT NULL,
+                account_hash TEXT NOT NULL,
+                failed_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE INDEX IF NOT EXISTS login_failures_client
+                ON login_failures (client, failed_at)""",
+            """CREATE INDEX IF NOT EXISTS login_failures_account
+                ON login_failures (account_hash, failed_at)""",
+            "CREATE INDEX IF NOT EXISTS login_failures_failed_at ON login_failures (failed_at)",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
