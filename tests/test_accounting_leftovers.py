@@ -13,11 +13,14 @@ import trio
 
 from ccag.bedrock.facts import shipped_models
 from ccag.simulator import open_simulator
-from ccag.simulator.scenarios import Text, Usage
+from ccag.simulator.scenarios import Text, ToolUse, Usage
+from ccag.simulator.tokens import five_minute_tail_tokens, split_cache_writes
 from ccag.sse import SSEDecoder
 from ccag.store import open_store_sync
+from ccag.websearch.merge import ResponseMerger
 from tests.e2e_client import message_body, post_messages, request
 from tests.gateway_fixture import open_gateway
+from tests.websearch_fakes import open_search_gateway
 
 TIMEOUT = 10
 PROFILE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -238,3 +241,100 @@ async def test_spend_prices_a_mixed_request_by_its_split(tmp_path: Any) -> None:
     ) / 1e6
     assert [row[0] for row in rows] == [written, written]
     assert [row[1] for row in rows] == pytest.approx([by_hand, by_hand], rel=1e-9)
+
+
+# -- web search answered in several model calls -------------------------------
+
+SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search"}
+CALL_WRITES = (3000, 200)
+
+
+def _search_answers() -> tuple[ToolUse, Text]:
+    """A search call, then the answer, each writing to the cache."""
+    return (
+        ToolUse(
+            name="web_search",
+            input={"query": "trio"},
+            usage=Usage(cache_creation_input_tokens=CALL_WRITES[0]),
+        ),
+        Text(usage=Usage(cache_creation_input_tokens=CALL_WRITES[1])),
+    )
+
+
+def _summed_split(bodies: list[Any]) -> dict[str, int]:
+    """What the simulator reported per call, added up."""
+    assert len(bodies) == len(CALL_WRITES)
+    totals = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+    for body, written in zip(bodies, CALL_WRITES, strict=True):
+        five_minutes, one_hour = split_cache_writes(
+            written, five_minute_tail_tokens(body)
+        )
+        totals["ephemeral_5m_input_tokens"] += five_minutes
+        totals["ephemeral_1h_input_tokens"] += one_hour
+    return totals
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_web_search_usage_sums_the_cache_write_breakdown(
+    tmp_path: Any, stream: bool
+) -> None:
+    body = message_body(
+        MODEL, stream=stream, tools=[SEARCH_TOOL], **_prompt("1h", "5m")
+    )
+    with trio.fail_after(30):
+        async with open_search_gateway(tmp_path) as (provider, running):
+            running.simulator.script(*_search_answers())
+            reply = await post_messages(running.port, running.key, body)
+            bodies = [call.body for call in running.simulator.model_requests()]
+
+    assert reply.status == 200, reply.body
+    assert len(provider.received) == 1
+    if stream:
+        events = reply.events()
+        assert events[-1].event == "message_stop"
+        usage = json.loads(events[-2].data)["usage"]
+    else:
+        usage = reply.json()["usage"]
+    expected = _summed_split(bodies)
+    assert usage["cache_creation"] == expected
+    assert usage["cache_creation_input_tokens"] == sum(CALL_WRITES)
+    # Both TTLs took part, so a first-call-only breakdown would differ.
+    assert expected["ephemeral_1h_input_tokens"] < sum(CALL_WRITES)
+    assert expected["ephemeral_5m_input_tokens"] > CALL_WRITES[1]
+
+
+def _merged_usage(*call_usages: dict[str, Any]) -> dict[str, Any]:
+    """The closing usage of a response made of calls reporting these usages."""
+    merger = ResponseMerger("web_search")
+    for usage in call_usages:
+        merger.begin_call()
+        start = {"id": "msg_1", "role": "assistant", "content": [], "usage": usage}
+        merger.feed({"type": "message_start", "message": start})
+        merger.end_call()
+    closing: dict[str, Any] = merger.finish("end_turn")[0]["usage"]
+    return closing
+
+
+def test_merged_usage_counts_a_call_without_breakdown_as_5m() -> None:
+    broken_down = {
+        "cache_creation_input_tokens": 50,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": 10,
+            "ephemeral_1h_input_tokens": 40,
+        },
+    }
+    plain = {"cache_creation_input_tokens": 7}
+
+    usage = _merged_usage(plain, broken_down, plain)
+
+    assert usage["cache_creation_input_tokens"] == 64
+    assert usage["cache_creation"] == {
+        "ephemeral_5m_input_tokens": 24,
+        "ephemeral_1h_input_tokens": 40,
+    }
+
+
+def test_merged_usage_has_no_breakdown_when_no_call_had_one() -> None:
+    usage = _merged_usage({"cache_creation_input_tokens": 7}, {"input_tokens": 3})
+    assert usage["cache_creation_input_tokens"] == 7
+    assert "cache_creation" not in usage

@@ -11,8 +11,9 @@ searches it asked for, and calls it again. The client must see one message:
 * after each search, a ``web_search_tool_result`` block (start and stop; the
   content is whole in the start event, as Anthropic sends it);
 * one ``message_delta`` carrying the last call's stop reason and the usage
-  of all calls added up, with ``server_tool_use.web_search_requests``; then
-  one ``message_stop``.
+  of all calls added up (the ``cache_creation`` breakdown by TTL too, when
+  some call reported one), with ``server_tool_use.web_search_requests``;
+  then one ``message_stop``.
 
 The merger is pure: events in, events out. The loop decides what to do
 between calls from :meth:`ResponseMerger.end_call`.
@@ -20,7 +21,7 @@ between calls from :meth:`ResponseMerger.end_call`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -36,6 +37,11 @@ SUMMED_USAGE_FIELDS = (
     "cache_creation_input_tokens",
     "cache_read_input_tokens",
 )
+
+# The ``cache_creation`` breakdown of cache writes by TTL; Anthropic's usage
+# has both keys, and their sum is ``cache_creation_input_tokens``.
+CACHE_WRITE_5M_FIELD = "ephemeral_5m_input_tokens"
+CACHE_WRITE_1H_FIELD = "ephemeral_1h_input_tokens"
 
 
 @attrs.frozen
@@ -88,6 +94,10 @@ class ResponseMerger:
         self._started = False
         self._call = MessageAssembler()
         self.usage: dict[str, int] = {field: 0 for field in SUMMED_USAGE_FIELDS}
+        # Summed like ``usage``; None until a call reports a breakdown, and
+        # the writes of calls before that, all 5-minute ones.
+        self.cache_creation: dict[str, int] | None = None
+        self._unbroken_writes = 0
         self.searches_run = 0
 
     def begin_call(self) -> None:
@@ -136,8 +146,9 @@ class ResponseMerger:
         usage = dict(message.get("usage") or {})
         for field in SUMMED_USAGE_FIELDS:
             value = usage.get(field)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if _is_count(value):
                 self.usage[field] += value
+        self._add_cache_creation(usage)
 
         searches: list[SearchCall] = []
         client_tools: list[str] = []
@@ -182,6 +193,8 @@ class ResponseMerger:
     ) -> list[Event]:
         """The response's closing ``message_delta`` and ``message_stop``."""
         usage: dict[str, Any] = dict(self.usage)
+        if self.cache_creation is not None:
+            usage["cache_creation"] = dict(self.cache_creation)
         usage["server_tool_use"] = {"web_search_requests": self.searches_run}
         return [
             {
@@ -192,9 +205,40 @@ class ResponseMerger:
             {"type": "message_stop"},
         ]
 
+    def _add_cache_creation(self, usage: dict[str, Any]) -> None:
+        """Add one call's cache writes by TTL to the response's.
+
+        A call that reports its writes without a breakdown wrote them for the
+        default 5 minutes; it only counts once some call has a breakdown, so
+        the sums still add up to ``cache_creation_input_tokens``.
+        """
+        breakdown = usage.get("cache_creation")
+        written = usage.get("cache_creation_input_tokens")
+        written = written if _is_count(written) else 0
+        if not isinstance(breakdown, dict):
+            if self.cache_creation is None:
+                self._unbroken_writes += written
+            else:
+                self.cache_creation[CACHE_WRITE_5M_FIELD] += written
+            return
+
+        if self.cache_creation is None:
+            self.cache_creation = {
+                CACHE_WRITE_5M_FIELD: self._unbroken_writes,
+                CACHE_WRITE_1H_FIELD: 0,
+            }
+        for field in (CACHE_WRITE_5M_FIELD, CACHE_WRITE_1H_FIELD):
+            value = breakdown.get(field)
+            if _is_count(value):
+                self.cache_creation[field] += value
+
     def _is_search_call(self, block: Any) -> bool:
         return (
             isinstance(block, dict)
             and block.get("type") == "tool_use"
             and block.get("name") == self._search_tool_name
         )
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
