@@ -193,6 +193,16 @@ def count_tokens_default_max_tokens() -> int:
     return int(bedrock_facts()["count_tokens"]["default_max_tokens"])
 
 
+def mantle_count_tokens_path() -> str:
+    """The path of Anthropic's ``count_tokens`` on ``bedrock-mantle``."""
+    return str(bedrock_facts()["mantle"]["count_tokens_path"])
+
+
+def mantle_count_tokens_fields() -> frozenset[str]:
+    """The body fields mantle's ``count_tokens`` takes; others are dropped."""
+    return frozenset(bedrock_facts()["mantle"]["count_tokens_fields"])
+
+
 @attrs.frozen
 class ValidationMessages:
     """The phrases by which a ValidationException names what it refused."""
