@@ -52,7 +52,7 @@ class CountTokensRoute:
         )
 
         try:
-            async with upstream.count_tokens(model.base_model_id, counted_body) as response:
+            async with upstream.count_tokens(model, counted_body) as response:
                 raw = await response.read_all(MAX_COUNT_BODY_BYTES)
                 if response.status == 200:
                     count = json.loads(raw).get("inputTokens")

@@ -9,13 +9,19 @@ translation put in the body, and the stream is forwarded as it arrives, seen
 by the same :class:`~ccag.anthropic.observe.ResponseObserver` on the way and
 changed only where ``message_start`` names the model.
 
+Token counts go to Anthropic's ``count_tokens`` on the same endpoint (AWS
+sends the counts of models that ``bedrock-runtime`` CountTokens does not
+serve there); its ``{"input_tokens": N}`` is read back as CountTokens'
+``{"inputTokens": N}``.
+
 :class:`MantleUpstream` has the interface of
-:class:`~ccag.bedrock.upstream.Upstream`, so the messages route and the
-failover loop treat both kinds alike.
+:class:`~ccag.bedrock.upstream.Upstream`, so the messages route, the count
+route and the failover loop treat both kinds alike.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,11 +34,12 @@ from ccag.anthropic.errors import (
     error_from_error_event,
     truncated_stream_error,
 )
+from ccag.anthropic.models import ResolvedModel
 from ccag.anthropic.observe import ResponseObserver
 from ccag.anthropic.stream import TranslatedChunk, dump_json
 from ccag.anthropic.translate import BedrockRequest
+from ccag.bedrock import facts
 from ccag.bedrock.client import BedrockClient, UpstreamResponse
-from ccag.bedrock.errors import UpstreamConnectError
 from ccag.errors import ApiError, ProtocolError, SSEError
 from ccag.sse import SSEDecoder, encode_event
 
@@ -67,6 +74,62 @@ def mantle_body(request: BedrockRequest) -> tuple[bytes, dict[str, str]]:
     if request.stream:
         out["stream"] = True
     return dump_json(out), headers
+
+
+def mantle_count_body(model_id: str, counted_body: bytes) -> tuple[bytes, dict[str, str]]:
+    """Mantle's ``count_tokens`` body and headers for a CountTokens body.
+
+    The count route builds Bedrock's CountTokens body (``{"input":
+    {"invokeModel": {"body": <base64>}}}``, the embedded body a translated
+    InvokeModel body); it is unwrapped, moved into mantle's shape as a
+    Messages call would be, and cut to the fields ``count_tokens`` takes
+    (``max_tokens``, which CountTokens needed, is one it refuses).
+
+    Args:
+        model_id: the model as the endpoint names it.
+        counted_body: the CountTokens body.
+
+    Raises:
+        ValueError: the body is not a CountTokens body of that shape.
+    """
+    wrapper = json.loads(counted_body)
+    encoded = wrapper["input"]["invokeModel"]["body"]
+    invoke_body = base64.b64decode(encoded, validate=True)
+    request = BedrockRequest(invoke_body, False, model_id, (), (), ())
+    body, headers = mantle_body(request)
+    taken = facts.mantle_count_tokens_fields()
+    counted = {key: value for key, value in json.loads(body).items() if key in taken}
+    return dump_json(counted), headers
+
+
+def runtime_count_body(raw: bytes) -> bytes:
+    """Mantle's ``{"input_tokens": N}`` as CountTokens' ``{"inputTokens": N}``.
+
+    Anything else is returned as it came, for the caller to refuse.
+    """
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return raw
+    count = document.get("input_tokens") if isinstance(document, dict) else None
+    if isinstance(count, int) and not isinstance(count, bool):
+        return dump_json({"inputTokens": count})
+    return raw
+
+
+class MantleCountResponse:
+    """A 200 from mantle's ``count_tokens``, read as a CountTokens answer."""
+
+    def __init__(self, response: UpstreamResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    async def read_all(self, limit: int) -> bytes:
+        return runtime_count_body(await self._response.read_all(limit))
+
+    async def receive_some(self) -> bytes:
+        return await self._response.receive_some()
 
 
 class MantleErrorResponse:
@@ -194,9 +257,18 @@ class MantleUpstream:
             yield response if response.status == 200 else MantleErrorResponse(response)
 
     @asynccontextmanager
-    async def count_tokens(self, base_model_id: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        # TODO: mantle's count_tokens route is not wired; the router sends
-        # counts to an invoke endpoint, and with none the client gets the
-        # local estimate.
-        raise UpstreamConnectError("CountTokens is not sent to mantle endpoints")
-        yield  # pragma: no cover - makes this an async generator
+    async def count_tokens(self, model: ResolvedModel, body: bytes) -> AsyncIterator[Any]:
+        """Send Anthropic's ``count_tokens``; yield the answer read as CountTokens'.
+
+        Args:
+            model: the model as this endpoint resolves it (its id goes in the body).
+            body: the CountTokens body the count route built.
+        """
+        counted, headers = mantle_count_body(model.bedrock_id, body)
+        async with self.client.post(
+            facts.mantle_count_tokens_path(),
+            counted,
+            headers=headers,
+            first_byte_timeout=self.first_byte_timeout,
+        ) as response:
+            yield MantleCountResponse(response) if response.status == 200 else MantleErrorResponse(response)

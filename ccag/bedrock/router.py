@@ -11,7 +11,8 @@ attempt went.
 
 For the routes that need just one endpoint (count_tokens) it keeps the
 narrow interface of a single upstream (``endpoint_id``, ``capability_key``,
-``count_tokens``), answered by the preferred InvokeModel endpoint.
+``count_tokens``): counts go to the preferred endpoint of either kind, or
+to a mantle endpoint for models runtime CountTokens does not serve.
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ class _RecordingUpstream:
                 health.record_failure(self.endpoint_id, self._model_key, kind, trio.current_time())
             raise
 
-    def count_tokens(self, base_model_id: str, body: bytes) -> Any:
-        return self._endpoint.upstream.count_tokens(base_model_id, body)
+    def count_tokens(self, model: ResolvedModel, body: bytes) -> Any:
+        return self._endpoint.upstream.count_tokens(model, body)
 
 
 class EndpointRouter:
@@ -339,11 +340,36 @@ class EndpointRouter:
     def capability_key(self, model_id: str) -> str:
         return f"{self.endpoint_id}/{model_id}"
 
-    def count_tokens(self, base_model_id: str, body: bytes) -> Any:
-        preferred = self._preferred_invoke()
-        if preferred is None:
-            return _refuse_count()
-        return preferred.upstream.count_tokens(base_model_id, body)
+    def _counting_endpoint(self, model: ResolvedModel) -> RoutedEndpoint:
+        """The endpoint that counts tokens for ``model``, without failover.
+
+        The preferred endpoint, whatever its kind; but when the facts say
+        runtime CountTokens does not serve the model, the first mantle
+        endpoint, where AWS sends those counts.
+        """
+        preferred = self._by_priority[0]
+        if preferred.api != MANTLE and not model.facts.count_tokens:
+            preferred = next((spec for spec in self._by_priority if spec.api == MANTLE), preferred)
+        return self._endpoints[preferred.id]
+
+    @asynccontextmanager
+    async def count_tokens(self, model: ResolvedModel, body: bytes) -> AsyncIterator[Any]:
+        """Count on :meth:`_counting_endpoint`; yield its CountTokens-shaped answer.
+
+        Raises:
+            UpstreamError: the endpoint could not be reached, or does not
+                serve the model (the count route then estimates).
+        """
+        counter = self._counting_endpoint(model)
+        if counter.spec.api == MANTLE:
+            # Mantle takes the model by the name this endpoint calls it
+            # (its geographic prefix, its overrides), as a Messages call would.
+            try:
+                model = await self.resolve(counter.spec.id, model.requested)
+            except ApiError as error:
+                raise UpstreamError(f"{counter.spec.id} does not serve {model.requested}: {error}") from None
+        async with counter.upstream.count_tokens(model, body) as response:
+            yield response
 
     def invoke(self, request: BedrockRequest) -> Any:
         """InvokeModel on the preferred InvokeModel endpoint, without failover.
@@ -508,8 +534,3 @@ def _bedrock_id_of(catalog: ModelCatalog, name: str) -> str:
             continue
     return ""
 
-
-@asynccontextmanager
-async def _refuse_count() -> AsyncIterator[Any]:
-    raise UpstreamConnectError("no InvokeModel endpoint to count tokens with")
-    yield  # pragma: no cover - makes this an async generator

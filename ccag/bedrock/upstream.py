@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import attrs
 
 from ccag.anthropic.errors import UpstreamApiError
+from ccag.anthropic.models import ResolvedModel
 from ccag.anthropic.translate import BedrockRequest
 from ccag.bedrock.client import BedrockClient, UpstreamResponse
 from ccag.bedrock.errors import (
@@ -60,8 +61,9 @@ class Upstream:
             yield response
 
     @asynccontextmanager
-    async def count_tokens(self, base_model_id: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        path = model_path(base_model_id, "count-tokens")
+    async def count_tokens(self, model: ResolvedModel, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        """Send CountTokens for ``model`` (at its base id: profiles are refused)."""
+        path = model_path(model.base_model_id, "count-tokens")
         async with self.client.post(
             path, body, headers=_INVOKE_HEADERS, first_byte_timeout=self.first_byte_timeout
         ) as response:

@@ -45,7 +45,7 @@ from ccag.simulator.events import (
     invocation_metrics,
     message_from_events,
 )
-from ccag.simulator.mantle import MANTLE, MANTLE_PATH, serve_mantle
+from ccag.simulator.mantle import MANTLE_KINDS, mantle_kind, serve_mantle
 from ccag.simulator.profiles import all_profiles, list_inference_profiles
 from ccag.simulator.scenarios import (
     Answer,
@@ -281,8 +281,7 @@ class BedrockSimulator:
             return
 
         kind, encoded_model = self._route(request)
-        if request.method == "POST" and request.path == MANTLE_PATH:
-            kind = MANTLE
+        kind = mantle_kind(request.method, request.path) or kind
         record = ReceivedRequest(
             method=request.method,
             target=request.target,
@@ -298,7 +297,7 @@ class BedrockSimulator:
         if len(self.requests) > MAX_RECORDED_REQUESTS:
             # A demo gateway left running must not keep every prompt forever.
             del self.requests[: len(self.requests) - MAX_RECORDED_REQUESTS]
-        if kind == MANTLE:
+        if kind in MANTLE_KINDS:
             await serve_mantle(self, request, responder, record)
             return
         request_id = self._new_id()
