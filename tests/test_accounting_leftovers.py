@@ -12,6 +12,9 @@ import pytest
 import trio
 
 from ccag.bedrock.facts import shipped_models
+from ccag.liveview.events import LiveEvent, Visibility
+from ccag.liveview.hub import SECONDS_PER_DAY, LiveHub
+from ccag.liveview.spend import SpendView
 from ccag.simulator import open_simulator
 from ccag.simulator.scenarios import Text, ToolUse, Usage
 from ccag.simulator.tokens import five_minute_tail_tokens, split_cache_writes
@@ -338,3 +341,54 @@ def test_merged_usage_has_no_breakdown_when_no_call_had_one() -> None:
     usage = _merged_usage({"cache_creation_input_tokens": 7}, {"input_tokens": 3})
     assert usage["cache_creation_input_tokens"] == 7
     assert "cache_creation" not in usage
+
+
+# -- the live view's "no team" row without a spend system ---------------------
+
+RING_SIZE = 3
+TEAMLESS_REQUESTS = 10
+
+
+def _live_event(seq: int, at: float, team: str | None, cost: float) -> LiveEvent:
+    return LiveEvent(
+        seq=seq, at=at, request_id=f"req_{seq}", key_id="k1", key_name="ann-key",
+        user="ann", team=team, model=MODEL, requested_model=None,
+        endpoint="messages", endpoint_id="default", streaming=True, status=200,
+        error_type=None, ttft_ms=100.0, duration_ms=200.0, input_tokens=10,
+        output_tokens=20, cache_read_tokens=0, cache_write_tokens=0, tool_calls=0,
+        cost_usd=cost,
+    )  # fmt: skip
+
+
+async def test_no_team_row_counts_every_teamless_request_of_the_day() -> None:
+    today = 20_000 * SECONDS_PER_DAY
+    now = [today + 3600.0]
+    hub = LiveHub(lambda *_: 0.0, clock=lambda: now[0], ring_size=RING_SIZE)
+    costs = [0.001 * (seq + 1) for seq in range(TEAMLESS_REQUESTS)]
+
+    # Yesterday's request is not today's spend.
+    hub.add(_live_event(1, today - 60.0, None, 5.0), today - 60.0)
+    for seq, cost in enumerate(costs, start=2):
+        hub.add(_live_event(seq, now[0], None, cost), now[0])
+        now[0] += 1.0
+    hub.add(_live_event(99, now[0], "red", 0.5), now[0])
+    assert len(hub.ring) == RING_SIZE < TEAMLESS_REQUESTS
+
+    report = await SpendView(hub, None, clock=lambda: now[0]).report(
+        Visibility(is_admin=True)
+    )
+
+    rows = {row["name"]: row for row in report["rows"] if row["kind"] == "team"}
+    assert rows[None]["requests"] == TEAMLESS_REQUESTS
+    assert rows[None]["cost_usd"] == pytest.approx(sum(costs), abs=1e-6)
+    assert rows["red"]["requests"] == 1
+    assert report["total_usd"] == pytest.approx(sum(costs) + 0.5, abs=1e-6)
+
+
+def test_hub_forgets_teamless_totals_of_old_days() -> None:
+    today = 20_000 * SECONDS_PER_DAY
+    hub = LiveHub(lambda *_: 0.0, clock=lambda: float(today))
+    for seq, day in enumerate((-5, -1, 0), start=1):
+        at = today + day * SECONDS_PER_DAY + 10.0
+        hub.add(_live_event(seq, at, None, 0.01), at)
+    assert sorted(hub.teamless_day_totals) == [20_000 - 1, 20_000]

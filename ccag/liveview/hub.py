@@ -168,6 +168,9 @@ class LiveHub:
         # (UTC day, "team" | "user", name) -> [cost, requests]: the spend
         # totals used when no spend system is configured.
         self.day_totals: dict[tuple[int, str, str], list[float]] = {}
+        # UTC day -> [cost, requests] of requests whose key has no team: the
+        # admin's "no team" row, counted apart since they have no name.
+        self.teamless_day_totals: dict[int, list[float]] = {}
 
     # -- the request path ---------------------------------------------------
 
@@ -203,6 +206,13 @@ class LiveHub:
 
     def _count_spend(self, event: LiveEvent) -> None:
         day = int(event.at // SECONDS_PER_DAY)
+        if event.team is None:
+            totals = self.teamless_day_totals.get(day)
+            if totals is None:
+                self._forget_old_days(day)
+                totals = self.teamless_day_totals[day] = [0.0, 0]
+            totals[0] += event.cost_usd
+            totals[1] += 1
         for kind, name in (("team", event.team), ("user", event.user)):
             if name is None:
                 continue
@@ -216,6 +226,8 @@ class LiveHub:
     def _forget_old_days(self, today: int) -> None:
         for key in [key for key in self.day_totals if key[0] < today - 1]:
             del self.day_totals[key]
+        for day in [day for day in self.teamless_day_totals if day < today - 1]:
+            del self.teamless_day_totals[day]
 
     # -- the clock ----------------------------------------------------------
 

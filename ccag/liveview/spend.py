@@ -112,16 +112,11 @@ class SpendView:
 
     def _untracked_team_row(self, day: int) -> list[dict[str, Any]]:
         # Requests of keys without a team still cost money: one row for them.
-        teamless = [0.0, 0]
-        for event in self._hub.ring:
-            if event.team is None and int(event.at // SECONDS_PER_DAY) == day:
-                teamless[0] += event.cost_usd
-                teamless[1] += 1
-        if not teamless[1]:
+        totals = self._hub.teamless_day_totals.get(day)
+        if totals is None:
             return []
-        # TODO: only requests still in the ring are counted in the no-team row
-        # without a spend system; older ones of the day are missing from it.
-        return [_row("team", None, teamless[0], int(teamless[1]), None)]
+        cost, requests = totals
+        return [_row("team", None, cost, int(requests), None)]
 
     async def _store_rows(
         self, visibility: Visibility, day_start: float, now: float
