@@ -39,6 +39,10 @@ class LoggingResponder:
     def is_started(self) -> bool:
         return self._responder.is_started
 
+    @property
+    def body_flushed(self) -> bool:
+        return bool(getattr(self._responder, "body_flushed", False))
+
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         body_log.debug("%s response status %d", self._request_id, status)
         await self._responder.start_response(status, headers)

@@ -83,14 +83,14 @@ class MessagesRoute:
                 await send_error(request, responder, error)
                 outcome.completed_at = trio.current_time()
         except ClientDisconnected:
-            if outcome.completed_at is None:
+            if not _answer_delivered(outcome, responder):
                 outcome.status = CLIENT_CLOSED_STATUS
         except trio.Cancelled:
             # The shell cancels us when the client goes away (or at shutdown):
             # the response is incomplete whatever status it started with,
             # unless its last byte was already sent (a client that closes as
             # soon as it read the end must not turn a finished answer into 499).
-            if outcome.completed_at is None:
+            if not _answer_delivered(outcome, responder):
                 outcome.status = CLIENT_CLOSED_STATUS
             raise
         finally:
@@ -219,13 +219,14 @@ class MessagesRoute:
                     raw = await response.read_all(MAX_MESSAGE_BODY_BYTES)
                     message = translate_message_body(raw, requested_model, outcome.observer)
                     outcome.first_content_at = trio.current_time()
+                    outcome.status = 200
+                    outcome.final_write = True
                     await send_json_head_and_body(
                         responder, 200, message, outcome.response_headers
                     )
                     # The whole body (its content-length) is out: a client
                     # that closes before the end-of-stream marker (curl over
                     # HTTP/2 does) has the full answer, so it is a 200.
-                    outcome.status = 200
                     outcome.completed_at = trio.current_time()
                     await responder.end_response()
         except UpstreamError as exc:
@@ -263,6 +264,19 @@ class MessagesRoute:
             watch=self.services.silence_watch,
             on_error=lambda error: self.services.count_upstream_error(outcome, error),
         )
+
+
+def _answer_delivered(outcome: Outcome, responder: Responder) -> bool:
+    """Whether the client had the whole answer before it went away.
+
+    Either the route noted the end (completed_at), or the write of the end
+    was under way and the shell had already flushed it: over HTTP/2 another
+    task's flush may carry our last frame while we wait for the write lock,
+    and a client that reads it and closes gets our task cancelled there.
+    """
+    if outcome.completed_at is not None:
+        return True
+    return outcome.final_write and getattr(responder, "body_flushed", False)
 
 
 def _model_name(body: dict[str, Any]) -> str:

@@ -39,6 +39,10 @@ class Outcome:
     status: int = 0
     first_content_at: float | None = None
     completed_at: float | None = None
+    # The write under way carries the end of the answer (a non-streamed
+    # body, or the stream's message_stop): if the client then goes away
+    # after the shell flushed it (responder.body_flushed), it had it all.
+    final_write: bool = False
     key_id: str | None = None
     key_name: str | None = None
     user: str | None = None

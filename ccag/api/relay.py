@@ -113,6 +113,7 @@ async def _relay(
             if chunk.sse:
                 if outcome.first_content_at is None and observer.content_started:
                     outcome.first_content_at = watched.last_read
+                outcome.final_write = chunk.finished
                 await responder.send_data(chunk.sse)
                 watched.last_write = trio.current_time()
             if chunk.error is not None:

@@ -493,10 +493,16 @@ class Http1Responder(Responder):
         self._ended = False
         self._head = b""
         self._is_chunked = False
+        self._flushed = False
 
     @property
     def is_started(self) -> bool:
         return self._started
+
+    @property
+    def body_flushed(self) -> bool:
+        """The last ``send_data``'s bytes are all with the kernel."""
+        return self._flushed
 
     def take_over(self) -> TakenOverStream:
         """The raw connection, for a handler that switches protocols.
@@ -554,7 +560,9 @@ class Http1Responder(Responder):
             # (the same bytes) spares an h11 event and its checks per write;
             # h11 still writes the final chunk in end_response.
             framed = b"".join((self._head, b"%x\r\n" % len(data), data, b"\r\n"))
+            self._flushed = False
             await self._connection._write(framed)
+            self._flushed = True
             # Cleared only once written: a write cancelled before its first
             # byte (a stream ended by its idle timeout) must not lose the head.
             self._head = b""
@@ -563,7 +571,9 @@ class Http1Responder(Responder):
             framed = self._conn.send(h11.Data(data=data)) or b""
             if self._head:
                 framed, self._head = self._head + framed, b""
+        self._flushed = False
         await self._connection._write(framed)
+        self._flushed = True
 
     async def end_response(self) -> None:
         if self._ended:

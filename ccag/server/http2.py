@@ -204,6 +204,9 @@ class Http2Connection:
         self._reader = ConnectionReader(stream, self._on_peer_closed)
         self._reader.prepend(initial)
         self._write_lock = trio.StrictFIFOLock()
+        # Marks of queued and flushed frames (Http2Responder.body_flushed).
+        self._queued_mark = 0
+        self._flushed_mark = 0
         self._window_opened = trio.Event()
         self._streams: dict[int, _Stream] = {}
         self._nursery: trio.Nursery | None = None
@@ -480,12 +483,19 @@ class Http2Connection:
 
     # Writing
 
+    def mark_queued(self) -> int:
+        """A mark for what h2 holds now; flushed once ``_flushed_mark`` reaches it."""
+        self._queued_mark += 1
+        return self._queued_mark
+
     async def flush(self) -> None:
         """Hand everything h2 has queued to the transport, under the write lock."""
         async with self._write_lock:
+            mark = self._queued_mark
             data = self._h2.data_to_send()
             if data:
                 await self._send(data)
+            self._flushed_mark = max(self._flushed_mark, mark)
 
     async def _send(self, data: bytes) -> None:
         if self._is_broken:
@@ -688,6 +698,7 @@ class Http2Responder(Responder):
     """The :class:`~ccag.server.types.Responder` of one HTTP/2 stream."""
 
     __slots__ = (
+        "_body_mark",
         "_connection",
         "_ended",
         "_h2",
@@ -707,6 +718,18 @@ class Http2Responder(Responder):
         self._is_head = is_head
         self._started = False
         self._ended = False
+        # The connection's queue mark of the last send_data's final frame.
+        self._body_mark: int | None = None
+
+    @property
+    def body_flushed(self) -> bool:
+        """The last ``send_data``'s frames are all with the kernel.
+
+        Whichever task flushed them: while this one waits for the write
+        lock, another stream's (or the connection's) flush may carry them.
+        """
+        mark = self._body_mark
+        return mark is not None and self._connection._flushed_mark >= mark
 
     @property
     def request_id(self) -> str:
@@ -760,6 +783,7 @@ class Http2Responder(Responder):
         h2_connection = self._h2
         stream_id = self._stream_id
         remaining: bytes | memoryview = data
+        self._body_mark = None
         while remaining:
             self._check_alive()
             try:
@@ -781,6 +805,8 @@ class Http2Responder(Responder):
                     chunk, remaining = view[:size], view[size:]
                 h2_connection.send_data(stream_id, chunk)  # type: ignore[arg-type]
                 window -= len(chunk)
+            if not remaining:
+                self._body_mark = connection.mark_queued()
             await connection.flush()
 
     async def end_response(self) -> None:
