@@ -283,3 +283,36 @@ async def test_a_client_that_leaves_mid_stream_closes_the_bedrock_call(
         if name == "ccag.requests.total"
     }
     assert requests == {(("model", MODEL), ("status", "499"), ("streaming", "true")): 1}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_half_closes_after_its_request_is_counted_499(
+    tmp_path, stream: bool
+) -> None:
+    """TCP cannot tell a half-close from a client going away; either way the
+    request is counted once as 499, never as a status-less 'other' (the
+    cancellation can reach the route through the nursery that connects to
+    Bedrock, as a group of Cancelled)."""
+    body = message_body(MODEL, stream=stream)
+    head = (
+        b"POST /v1/messages HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"anthropic-version: 2023-06-01\r\nx-api-key: %s\r\ncontent-length: %d\r\n\r\n"
+    )
+    with trio.fail_after(TIMEOUT_S):
+        async with open_gateway(tmp_path) as running:
+            for _ in range(3):
+                client = await trio.open_tcp_stream("127.0.0.1", running.port)
+                await client.send_all(head % (running.key.encode(), len(body)) + body)
+                await client.send_eof()
+                while await client.receive_some(65536):
+                    pass
+                await client.aclose()
+            await wait_until_idle(running.telemetry)
+            snapshot = flat_snapshot(running.telemetry)
+
+    statuses = {
+        dict(labels)["status"]: value
+        for (name, labels), value in snapshot.items()
+        if name == "ccag.requests.total"
+    }
+    assert statuses == {"499": 3}

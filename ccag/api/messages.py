@@ -85,13 +85,20 @@ class MessagesRoute:
         except ClientDisconnected:
             if not _answer_delivered(outcome, responder):
                 outcome.status = CLIENT_CLOSED_STATUS
-        except trio.Cancelled:
-            # The shell cancels us when the client goes away (or at shutdown):
-            # the response is incomplete whatever status it started with,
-            # unless its last byte was already sent (a client that closes as
-            # soon as it read the end must not turn a finished answer into 499).
-            if not _answer_delivered(outcome, responder):
-                outcome.status = CLIENT_CLOSED_STATUS
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                # The shell cancels us when the client goes away (or at
+                # shutdown): the response is incomplete whatever status it
+                # started with, unless its last byte was already sent (a
+                # client that closes as soon as it read the end must not
+                # turn a finished answer into 499). A cancellation that went
+                # through a nursery (connecting to Bedrock opens one)
+                # arrives as a group of Cancelled.
+                if not _answer_delivered(outcome, responder):
+                    outcome.status = CLIENT_CLOSED_STATUS
+            elif not outcome.status or not responder.is_started:
+                # A bug: the shell answers 500 (or cuts a started response).
+                outcome.status = 500
             raise
         finally:
             services.finish(outcome)
@@ -264,6 +271,16 @@ class MessagesRoute:
             watch=self.services.silence_watch,
             on_error=lambda error: self.services.count_upstream_error(outcome, error),
         )
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """A trio.Cancelled, or an exception group of nothing else."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return False
 
 
 def _answer_delivered(outcome: Outcome, responder: Responder) -> bool:
