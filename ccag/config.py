@@ -9,6 +9,7 @@ that names the setting.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -235,6 +236,10 @@ def _convert(setting: Setting, raw: Any, source: str) -> Any:
                 # Python's own words ("invalid literal for int() with base
                 # 10") tell an operator nothing; say what is expected.
                 raise ValueError(f"must be {_KIND_WORDS.get(setting.kind, 'a value')}") from None
+        if setting.kind is float and not math.isfinite(value):
+            # float() reads "nan" and "inf"; no timeout or interval means
+            # either, and NaN passes every comparison a check makes.
+            raise ValueError("must be a finite number")
         if setting.check is not None:
             value = setting.check(value)
         return value

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 CLI = [sys.executable, "-m", "ccag"]
 TIMEOUT_S = 60
 
@@ -103,3 +105,25 @@ def test_a_setting_of_the_wrong_kind_says_what_is_expected(tmp_path) -> None:
     assert result.returncode == 2
     assert "'x1' is not valid for port: must be a whole number" in result.stderr
     assert "invalid literal" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--ping-interval", "nan"),
+        ("--keepalive-timeout", "nan"),
+        ("--request-timeout", "inf"),
+        ("--write-timeout", "-inf"),
+        ("--upstream-idle-timeout", "NaN"),
+    ],
+)
+def test_a_time_that_is_not_a_finite_number_stops_the_start(tmp_path, flag: str, value: str) -> None:
+    result = run(
+        "serve", f"{flag}={value}", "--port", "0", "--store", str(tmp_path / "s.sqlite3"),
+        tmp_path=tmp_path,
+    )
+
+    assert result.returncode == 2
+    setting = flag.removeprefix("--").replace("-", "_")
+    assert f"{value!r} is not valid for {setting}: must be a finite number" in result.stderr
+    assert not (tmp_path / "s.sqlite3").exists()
