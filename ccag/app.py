@@ -39,7 +39,7 @@ from ccag.bedrock.facts import apply_beta_overrides, shipped_models
 from ccag.bedrock.router import EndpointRouter
 from ccag.bedrock.wiring import open_capabilities, open_router, run_reload_loop
 from ccag.config import Config
-from ccag.errors import ConfigError
+from ccag.errors import ApiError, ConfigError
 from ccag.liveview import register_liveview
 from ccag.server import open_listeners, serve
 from ccag.services import Services
@@ -77,6 +77,13 @@ def simulator_wanted(config: Config, environ: Mapping[str, str]) -> bool:
         # even on a host with no ambient AWS credentials.
         return False
     return not has_credentials(config.aws_profile, environ=environ)
+
+
+# What a stream still running when the shutdown grace ends is told: Anthropic
+# clients (Claude Code included) retry an overloaded_error.
+SHUTDOWN_ERROR = ApiError(
+    529, "The gateway is shutting down; retry the request.", "overloaded_error"
+)
 
 
 async def run_gateway(
@@ -213,7 +220,10 @@ async def _run_bound(
         try:
             async with trio.open_nursery() as front:
                 port = await front.start(
-                    functools.partial(serve, router, config, shutdown=shutdown, listeners=listeners)
+                    functools.partial(
+                        serve, router, config, shutdown=shutdown, listeners=listeners,
+                        on_grace_expired=lambda: services.silence_watch.end_all(SHUTDOWN_ERROR),
+                    )
                 )
                 scheme = "https" if config.tls_cert else "http"
                 startup_logger.info("ccag listening on %s://%s:%d", scheme, config.host, port)

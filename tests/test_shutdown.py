@@ -151,6 +151,49 @@ async def test_a_second_sigterm_stops_at_once_and_still_writes_spend(
     assert [(row[0], row[1]) for row in rows] == [(request_id, 499)]
 
 
+async def test_streams_still_running_when_the_grace_ends_get_one_error_event(
+    tmp_path: Path,
+) -> None:
+    grace = 1.0
+    settings = {"shutdown_grace": str(grace), "spend_flush_interval": "3600"}
+    with running_pair(tmp_path, settings) as pair:
+        # One stream stalled (waiting for Bedrock), one busy with slow deltas:
+        # both outlive the grace.
+        pair.simulator.control(
+            "/_sim/script",
+            [
+                {"type": "stall", "seconds": 30, "after_events": 2},
+                {"type": "text", "deltas": 200, "delay": DELAY},
+            ],
+        )
+        with trio.fail_after(30):
+            opened = [await _open_stream(pair.port, pair.key) for _ in range(2)]
+            os.kill(pair.pid, signal.SIGTERM)
+            signalled_at = trio.current_time()
+            bodies = []
+            for exchange, _ in opened:
+                bodies.append(await exchange.body())
+                await exchange.aclose()
+            code = await _wait_exit(pair.gateway, 10)
+            exited_after = trio.current_time() - signalled_at
+        rows = pair.spend_rows()
+        log = pair.log()
+
+    assert code == 0, log[-2000:]
+    assert exited_after < grace + 5
+    for body in bodies:
+        # The whole chunked body arrived (exchange.body() read to its end)
+        # and ends with exactly one error event the client can retry on.
+        events = SSEDecoder().feed(body)
+        names = [event.event for event in events]
+        assert names[0] == "message_start" and names[-1] == "error", names
+        assert names.count("error") == 1 and "message_stop" not in names
+        assert b'"overloaded_error"' in events[-1].data
+    # Counted as the gateway's doing (529), not as clients leaving (499).
+    stored = {row[0]: row[1] for row in rows}
+    assert [stored[request_id] for _, request_id in opened] == [529, 529]
+
+
 # HTTP/2 clients built on the h2 library, across a graceful shutdown.
 
 

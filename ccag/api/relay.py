@@ -72,6 +72,9 @@ async def relay_stream(
         outcome.error_type = "timeout"
         on_error(error)
         await end_stream_with(responder, outcome, error)
+    elif watched.stopped_by is not None and outcome.completed_at is None:
+        # The gateway ends it (shutdown): not a Bedrock failure, not on_error.
+        await end_stream_with(responder, outcome, watched.stopped_by)
 
 
 async def _relay(
@@ -128,6 +131,8 @@ async def _relay(
             write_lock.release()
         if chunk.finished:
             await finish_reading(upstream)
+            return
+        if watched.stopped_by is not None:
             return
 
 

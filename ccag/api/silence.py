@@ -58,6 +58,8 @@ class WatchedStream:
     reading: bool = False
     finished: bool = False
     timed_out: ApiError | None = None
+    # Set when the gateway ends every stream (the shutdown grace ran out).
+    stopped_by: ApiError | None = None
     ping_scope: trio.CancelScope | None = None
 
 
@@ -94,6 +96,18 @@ class SilenceWatch:
         if stream.ping_scope is not None:
             stream.ping_scope.cancel()
 
+    def end_all(self, error: ApiError) -> None:
+        """End every stream with ``error`` (one SSE error event each).
+
+        A relay waiting for upstream bytes is stopped at once; one busy with
+        an event stops after writing it (it checks ``stopped_by``).
+        """
+        for stream in list(self._streams):
+            stream.stopped_by = error
+            if stream.reading and not stream.write_lock.locked():
+                self._streams.discard(stream)
+                stream.scope.cancel()
+
     @property
     def watched_count(self) -> int:
         return len(self._streams)
@@ -108,7 +122,7 @@ class SilenceWatch:
                     self._check(stream, now, pings)
 
     def _check(self, stream: WatchedStream, now: float, pings: trio.Nursery) -> None:
-        if not stream.reading or stream.write_lock.locked():
+        if not stream.reading or stream.write_lock.locked() or stream.stopped_by is not None:
             return
 
         silent_for = now - stream.last_read

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import trio
@@ -34,6 +35,10 @@ logger = logging.getLogger("ccag.server")
 ACCEPT_BACKOFF_SECONDS = 0.1
 
 ALPN_PROTOCOLS = ["h2", "http/1.1"]
+
+# After the shutdown grace: how long requests told to end may take to write
+# their last words before they are cancelled.
+LAST_WORDS_SECONDS = 1.0
 
 
 class _Drainable(Protocol):
@@ -189,6 +194,7 @@ async def serve(
     shutdown: trio.Event | None = None,
     listeners: list[trio.SocketListener] | None = None,
     name: str = "",
+    on_grace_expired: Callable[[], None] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP/1.1 and HTTP/2 on ``config.host``:``config.port``.
@@ -204,6 +210,9 @@ async def serve(
         name: what this server is, put before "listening on" in the log
             when several servers share a process (the embedded simulator
             must not pass for the gateway).
+        on_grace_expired: called when the shutdown grace ran out with
+            requests still under way, before they are cancelled; they get
+            LAST_WORDS_SECONDS to end themselves (a stream's error event).
         task_status: receives the bound port (useful with port 0).
 
     Raises:
@@ -250,6 +259,12 @@ async def serve(
             server.drain()
             with trio.move_on_after(config.shutdown_grace):
                 await server.all_closed.wait()
+            if on_grace_expired is not None and not server.all_closed.is_set():
+                # Streams still running get a last event (the handler's
+                # choice) rather than a cut connection.
+                on_grace_expired()
+                with trio.move_on_after(LAST_WORDS_SECONDS):
+                    await server.all_closed.wait()
             connection_nursery.cancel_scope.cancel()
     finally:
         for listener in listeners:
