@@ -61,7 +61,7 @@ def test_duckduckgo_request_is_a_form_post_with_site_operators() -> None:
     )
     form = parse_qs(request.body.decode())
     assert form["q"] == ["trio python (site:readthedocs.io)"]
-    assert form["kl"] == ["de-en"]
+    assert form["kl"] == ["de-de"]
     assert dict(request.headers)["content-type"] == "application/x-www-form-urlencoded"
 
 
