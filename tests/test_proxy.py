@@ -117,7 +117,6 @@ def test_parse_proxy_url_defaults_the_scheme_and_port_and_masks_credentials() ->
 @pytest.mark.parametrize(
     "value",
     [
-        "https://proxy.corp:3128",
         "socks5://proxy.corp:1080",
         "http://",
         "http://p:99999",
@@ -540,7 +539,7 @@ def test_an_unusable_proxy_setting_stops_the_client_being_built() -> None:
             "https://localhost:1",
             "us-east-1",
             static_credentials(),
-            environ={"HTTPS_PROXY": "https://proxy.corp:3128"},
+            environ={"HTTPS_PROXY": "socks5://proxy.corp:1080"},
         )
 
 

@@ -113,7 +113,7 @@ async def test_discovery_lists_the_simulator_profiles_through_the_proxy() -> Non
     assert proxied == direct
     assert any(profile_id.startswith("us.anthropic.claude-") for profile_id in proxied)
     assert kinds == ["inference-profiles"] * 2
-    assert connect_lines(proxy) == [f"CONNECT 127.0.0.1:{simulator.port} HTTP/1.0"]
+    assert connect_lines(proxy) == [f"CONNECT 127.0.0.1:{simulator.port} HTTP/1.1"]
     assert header_of(proxy.heads[0], b"proxy-authorization") == BASIC.encode()
 
 
@@ -170,7 +170,7 @@ async def test_assume_role_goes_through_the_proxy() -> None:
 
     assert accepted[credentials.access_key] == credentials.secret_key
     assert [call["Action"] for call in stand_in.calls] == ["AssumeRole"]
-    assert connect_lines(proxy) == [f"CONNECT 127.0.0.1:{sts_port} HTTP/1.0"]
+    assert connect_lines(proxy) == [f"CONNECT 127.0.0.1:{sts_port} HTTP/1.1"]
     assert header_of(proxy.heads[0], b"proxy-authorization") == BASIC.encode()
 
 
@@ -243,7 +243,7 @@ async def test_tls_to_sts_through_the_proxy_checks_the_sts_host_certificate(
 
     # The proxy was asked for the STS host, and the certificate, issued for
     # localhost only, was checked against that name, not the proxy's address.
-    assert connect_lines(proxy) == [f"CONNECT {host}:{sts_port} HTTP/1.0"]
+    assert connect_lines(proxy) == [f"CONNECT {host}:{sts_port} HTTP/1.1"]
     if verified:
         assert credentials.access_key.startswith("ASIATEST") and len(stand_in.calls) == 1
     else:
@@ -290,7 +290,7 @@ async def test_router_discovery_and_role_assumption_both_use_the_proxy() -> None
     assert profile_ids
     assert len(stand_in.calls) == 1
     assert connect_lines(proxy) == [
-        f"CONNECT 127.0.0.1:{sts_port} HTTP/1.0",
-        f"CONNECT 127.0.0.1:{simulator.port} HTTP/1.0",
+        f"CONNECT 127.0.0.1:{sts_port} HTTP/1.1",
+        f"CONNECT 127.0.0.1:{simulator.port} HTTP/1.1",
     ]
     assert all(header_of(head, b"proxy-authorization") == BASIC.encode() for head in proxy.heads)

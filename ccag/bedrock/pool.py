@@ -10,7 +10,8 @@ and a connection they closed is only found out by writing to it.
 
 Where ``HTTPS_PROXY`` (or ``HTTP_PROXY``) says so, each connection is a
 ``CONNECT`` tunnel through that proxy, with TLS to Bedrock inside it
-(``ccag.bedrock.proxy``).
+(``ccag.bedrock.proxy``); for an ``https://`` proxy the tunnel itself runs
+over TLS to the proxy, so Bedrock's TLS runs inside the proxy's.
 
 The pool bounds idle connections, not busy ones; busy ones are bounded only by
 :data:`MAX_ACTIVE_CONNECTIONS`, a guard against running out of file
@@ -143,7 +144,8 @@ class ConnectionPool:
         connect_timeout: seconds for TCP connect, the proxy's CONNECT (if
             any) and the TLS handshake, together.
         pool_size: idle connections kept at most.
-        ssl_context: for ``https`` endpoints; the system trust store if None.
+        ssl_context: for ``https`` endpoints and ``https://`` proxies; the
+            system trust store if None.
         max_idle_seconds: idle connections older than this are closed, not lent.
         max_active: connections lent out at once at most.
         environ: where ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY`` are
@@ -172,11 +174,15 @@ class ConnectionPool:
         self._max_idle_seconds = max_idle_seconds
         self._active_slots = trio.Semaphore(max_active)
         self._idle: collections.deque[Connection] = collections.deque()
-        self._ssl_context: ssl.SSLContext | None = None
-        if endpoint.scheme == "https":
-            self._ssl_context = ssl_context or _default_ssl_context()
         environ = os.environ if environ is None else environ
         self._proxy = _choose_proxy(endpoint, environ)
+        # One trust store for Bedrock and for an https:// proxy alike: a
+        # company CA added for one is what the other needs too.
+        trust = ssl_context or _default_ssl_context()
+        self._ssl_context: ssl.SSLContext | None = trust if endpoint.scheme == "https" else None
+        self._proxy_ssl_context: ssl.SSLContext | None = None
+        if self._proxy is not None and self._proxy.tls:
+            self._proxy_ssl_context = trust
         self._connect_head = b""
         self._last_proxy_problem: str | None = None
         if self._proxy is not None:
@@ -270,12 +276,14 @@ class ConnectionPool:
             with trio.fail_after(self._connect_timeout):
                 if self._proxy is None:
                     tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+                    stream: trio.abc.Stream = LeanSocketStream(tcp)
+                    socket = tcp.socket
                 else:
-                    tcp = await self._open_tunnel(self._proxy)
+                    stream, socket = await self._open_tunnel(self._proxy)
                 if self._ssl_context is None:
-                    connection = Connection(LeanSocketStream(tcp), tcp.socket)
+                    connection = Connection(stream, socket)
                 else:
-                    connection = await self._start_tls(tcp)
+                    connection = await self._start_tls(stream, socket)
         except trio.TooSlowError as exc:
             raise UpstreamTimeout(
                 f"connecting to {where} took longer than {self._connect_timeout:g} s", "connect"
@@ -287,25 +295,32 @@ class ConnectionPool:
         logger.debug("opened connection %d to %s", self.connections_opened, where)
         return connection
 
-    async def _open_tunnel(self, proxy: Proxy) -> trio.SocketStream:
-        """TCP to the proxy, then ``CONNECT`` to the endpoint; the open tunnel.
+    async def _open_tunnel(self, proxy: Proxy) -> tuple[trio.abc.Stream, trio.socket.SocketType]:
+        """TCP (and TLS, for an https:// proxy) to the proxy, then ``CONNECT``.
+
+        Returns:
+            The open tunnel, and the TCP socket under it.
 
         Raises:
-            UpstreamConnectError: the proxy refused, closed, or sent garbage.
-                The message names the proxy and its status line, never the
+            UpstreamConnectError: the proxy refused, closed, sent garbage, or
+                failed the TLS handshake (its certificate included). The
+                message names the proxy and its status line, never the
                 credentials.
         """
         endpoint = self._endpoint
         tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
+        stream: trio.abc.Stream = LeanSocketStream(tcp)
         try:
-            await tcp.send_all(self._connect_head)
-            reply = await _receive_proxy_reply(tcp, proxy)
+            if self._proxy_ssl_context is not None:
+                stream = await self._start_proxy_tls(stream, proxy, self._proxy_ssl_context)
+            await stream.send_all(self._connect_head)
+            reply = await _receive_proxy_reply(stream, proxy)
         except UpstreamConnectError as exc:
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(stream)
             self._log_proxy_problem(str(exc))
             raise
         except BaseException:
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(stream)
             raise
 
         target = f"{endpoint.host}:{endpoint.port}"
@@ -321,11 +336,26 @@ class ConnectionPool:
                 f"proxy {proxy.address} sent bytes ahead of the tunnel to {target}"
             )
         if problem is not None:
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(stream)
             self._log_proxy_problem(problem)
             raise UpstreamConnectError(problem)
         self._last_proxy_problem = None
-        return tcp
+        return stream, tcp.socket
+
+    @staticmethod
+    async def _start_proxy_tls(
+        transport: trio.abc.Stream, proxy: Proxy, context: ssl.SSLContext
+    ) -> trio.SSLStream[trio.abc.Stream]:
+        """TLS to the proxy itself, its certificate checked against its host."""
+        tls = trio.SSLStream(transport, context, server_hostname=proxy.host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as exc:
+            # Said apart from a failed handshake with Bedrock inside the
+            # tunnel: the fix (the proxy's certificate or the trust store)
+            # is a different one.
+            raise UpstreamConnectError(f"TLS to proxy {proxy.address} failed: {_describe(exc)}") from exc
+        return tls
 
     def _log_proxy_problem(self, problem: str) -> None:
         # The client only learns "could not connect"; the operator has to fix
@@ -337,24 +367,25 @@ class ConnectionPool:
             logger.debug("%s", problem)
         self._last_proxy_problem = problem
 
-    async def _start_tls(self, tcp: trio.SocketStream) -> Connection:
+    async def _start_tls(self, transport: trio.abc.Stream, socket: trio.socket.SocketType) -> Connection:
+        """TLS to the endpoint over ``transport``: TCP, or a proxy's tunnel (maybe TLS itself)."""
         assert self._ssl_context is not None
         tls = trio.SSLStream(
-            LeanSocketStream(tcp), self._ssl_context, server_hostname=self._endpoint.host, https_compatible=True
+            transport, self._ssl_context, server_hostname=self._endpoint.host, https_compatible=True
         )
         try:
             await tls.do_handshake()
         except BaseException:
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(transport)
             raise
-        return Connection(tls, tcp.socket)
+        return Connection(tls, socket)
 
 
-async def _receive_proxy_reply(tcp: trio.SocketStream, proxy: Proxy) -> ProxyReply:
+async def _receive_proxy_reply(stream: trio.abc.Stream, proxy: Proxy) -> ProxyReply:
     """Read the proxy's answer to CONNECT, up to the end of its head."""
     reader = ProxyReplyReader()
     while True:
-        data = await tcp.receive_some(RECEIVE_CHUNK_SIZE)
+        data = await stream.receive_some(RECEIVE_CHUNK_SIZE)
         if not data:
             raise UpstreamConnectError(
                 f"proxy {proxy.address} closed the connection before answering CONNECT"

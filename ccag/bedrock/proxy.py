@@ -16,6 +16,9 @@ environment works unchanged:
   addresses written out, or ``host:port``. Loopback is not bypassed unless
   listed, and address ranges (CIDR) are not understood.
 * A proxy URL without a scheme is an ``http://`` one; its port defaults to 80.
+  An ``https://`` proxy URL means TLS to the proxy itself (port 443 by
+  default), checked against the proxy's host name; the tunnel's own TLS to
+  Bedrock then runs inside that TLS session.
 
 Every connection, to an ``https`` or a plain ``http`` endpoint, goes through
 a ``CONNECT`` tunnel: one code path, and TLS runs end to end with the
@@ -47,6 +50,9 @@ MAX_PROXY_RESPONSE_HEAD_BYTES = 16 * 1024
 # The port of a proxy URL that names none (urllib3's and botocore's default).
 DEFAULT_PROXY_PORT = 80
 
+# The same for an ``https://`` proxy URL: the scheme's port, as urllib3 does.
+DEFAULT_TLS_PROXY_PORT = 443
+
 # Characters kept as they are when a status line from a proxy is quoted in
 # an error message; anything else (control characters) becomes ``?`` so a
 # proxy cannot forge log lines.
@@ -67,12 +73,15 @@ class Proxy:
         authorization: the ``Proxy-Authorization`` value when the URL had
             credentials, else None. Never logged.
         display: the URL with the password masked, for logs and messages.
+        tls: whether the proxy itself is spoken to over TLS (an ``https://``
+            proxy URL), its certificate checked against ``host``.
     """
 
     host: str
     port: int
     authorization: str | None = attrs.field(default=None, repr=False)
     display: str = ""
+    tls: bool = False
 
     @property
     def address(self) -> str:
@@ -85,8 +94,8 @@ def parse_proxy_url(value: str) -> Proxy:
     """Read a proxy URL such as ``http://user:pass@proxy.corp:3128``.
 
     Raises:
-        ConfigError: not an ``http://`` URL with a host and a valid port.
-            ``https://`` proxies (TLS to the proxy itself) are not supported.
+        ConfigError: not an ``http://`` or ``https://`` URL with a host and a
+            valid port.
     """
     # A bare host:port is common in the wild (curl and botocore accept it).
     if value.startswith("//"):
@@ -99,14 +108,13 @@ def parse_proxy_url(value: str) -> Proxy:
         # Not quoted back: the URL may hold a password.
         raise ConfigError("a proxy URL is malformed") from None
     shown = _masked(value)
-    if parts.scheme != "http":
-        # TODO: TLS to the proxy itself (an https:// proxy URL) is not
-        # supported; such a setting stops the gateway at start-up.
-        raise ConfigError(f"proxy {shown}: only http:// proxies are supported")
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"proxy {shown}: only http:// and https:// proxies are supported")
     if not parts.hostname:
         raise ConfigError(f"proxy {shown}: no host")
+    tls = parts.scheme == "https"
     try:
-        port = parts.port or DEFAULT_PROXY_PORT
+        port = parts.port or (DEFAULT_TLS_PROXY_PORT if tls else DEFAULT_PROXY_PORT)
     except ValueError as exc:
         raise ConfigError(f"proxy {shown}: {exc}") from None
 
@@ -114,7 +122,7 @@ def parse_proxy_url(value: str) -> Proxy:
     if parts.username is not None:
         user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         authorization = "Basic " + base64.b64encode(user_pass.encode()).decode("ascii")
-    return Proxy(parts.hostname, port, authorization, shown)
+    return Proxy(parts.hostname, port, authorization, shown, tls)
 
 
 def proxy_for(
@@ -197,7 +205,7 @@ class ProxyReplyReader:
         self._line_start = 0
         self._status: tuple[int, str] | None = None
 
-    def feed(self, data: bytes) -> ProxyReply | None:
+    def feed(self, data: bytes | bytearray) -> ProxyReply | None:
         """Add received bytes; the reply once its head is complete.
 
         Raises:
