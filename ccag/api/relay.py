@@ -27,11 +27,7 @@ from ccag.api.silence import PING_EVENT, SilenceWatch, WatchedStream
 from ccag.errors import ApiError
 from ccag.server.types import Responder
 
-__all__ = ["PING_EVENT", "complete", "end_stream_with", "finish_reading", "relay_stream"]
-
-# After message_stop only the end of the chunked body is left; an upstream
-# that holds the connection open longer is not worth waiting for.
-DRAIN_TIMEOUT = 1.0
+__all__ = ["PING_EVENT", "complete", "end_stream_with", "relay_stream"]
 
 
 class StreamTranslator(Protocol):
@@ -43,6 +39,15 @@ class StreamTranslator(Protocol):
 
 
 class UpstreamStream(Protocol):
+    """A Bedrock response body (ccag.bedrock.client.UpstreamResponse).
+
+    ``reader_done`` is set once the answer has ended: the client that owns
+    the connection reads the rest of the body (the chunked terminator) off
+    the request's path and pools the connection (ccag.bedrock.drainer).
+    """
+
+    reader_done: bool
+
     async def receive_some(self) -> bytes: ...
 
 
@@ -130,7 +135,7 @@ async def _relay(
         finally:
             write_lock.release()
         if chunk.finished:
-            await finish_reading(upstream)
+            upstream.reader_done = True
             return
         if watched.stopped_by is not None:
             return
@@ -152,21 +157,3 @@ async def complete(responder: Responder, outcome: Outcome) -> None:
     """
     outcome.completed_at = trio.current_time()
     await responder.end_response()
-
-
-async def finish_reading(upstream: UpstreamStream) -> None:
-    """The answer ended: let the rest of the body be read off the request's path.
-
-    A response read to its end goes back to the pool; one abandoned early is
-    closed, which would cost every streamed request a new TCP and TLS
-    handshake with Bedrock. A Bedrock response (``reader_done``) has its end
-    read by the client that owns its connection, in the background
-    (ccag.bedrock.drainer), so the client's next request does not wait for
-    it; any other stream is read to its end here.
-    """
-    if hasattr(upstream, "reader_done"):
-        upstream.reader_done = True
-        return
-    with trio.move_on_after(DRAIN_TIMEOUT):
-        while await upstream.receive_some():
-            pass

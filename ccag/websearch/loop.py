@@ -71,11 +71,6 @@ MAX_MODEL_CALLS = 12
 # As in ccag.api.messages: a Bedrock error body is a short JSON document.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
-# After message_stop only the end of the chunked body is left; an upstream
-# that holds the connection open longer is not waited for.
-DRAIN_TIMEOUT = 1.0
-
-
 # What the model reads when a search did not run, by error code.
 _ERROR_ADVICE = {
     "max_uses_exceeded": "No more searches are allowed in this turn; answer with what you have.",
@@ -314,9 +309,9 @@ class _SearchRun:
                 await self._fail(chunk.error)
                 return False
             if chunk.finished:
-                with trio.move_on_after(DRAIN_TIMEOUT):
-                    while await response.receive_some():
-                        pass
+                # The client pools the connection once the body's end is read
+                # (off this request's path: ccag.bedrock.drainer).
+                response.reader_done = True
                 return True
 
     # -- searches --------------------------------------------------------------
