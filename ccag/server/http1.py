@@ -560,20 +560,14 @@ class Http1Responder(Responder):
             # (the same bytes) spares an h11 event and its checks per write;
             # h11 still writes the final chunk in end_response.
             framed = b"".join((self._head, b"%x\r\n" % len(data), data, b"\r\n"))
-            self._flushed = False
-            await self._connection._write(framed)
-            self._flushed = True
-            # Cleared only once written: a write cancelled before its first
-            # byte (a stream ended by its idle timeout) must not lose the head.
-            self._head = b""
-            return
         else:
-            framed = self._conn.send(h11.Data(data=data)) or b""
-            if self._head:
-                framed, self._head = self._head + framed, b""
+            framed = self._head + (self._conn.send(h11.Data(data=data)) or b"")
         self._flushed = False
         await self._connection._write(framed)
         self._flushed = True
+        # Cleared only once written: a write cancelled before its first byte
+        # (a stream ended by its idle timeout) must not lose the head.
+        self._head = b""
 
     async def end_response(self) -> None:
         if self._ended:
