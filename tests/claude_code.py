@@ -295,6 +295,10 @@ class _StatusRecordingResponder:
     def is_started(self) -> bool:
         return self._inner.is_started
 
+    @property
+    def body_flushed(self) -> bool:
+        return self._inner.body_flushed
+
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         self._status.append(status)
         await self._inner.start_response(status, headers)

@@ -36,6 +36,10 @@ class RecordingResponder:
     def is_started(self) -> bool:
         return self.status is not None
 
+    @property
+    def body_flushed(self) -> bool:
+        return bool(self.body)
+
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
         self.headers = dict(headers)

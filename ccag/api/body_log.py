@@ -41,7 +41,7 @@ class LoggingResponder:
 
     @property
     def body_flushed(self) -> bool:
-        return bool(getattr(self._responder, "body_flushed", False))
+        return self._responder.body_flushed
 
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         body_log.debug("%s response status %d", self._request_id, status)

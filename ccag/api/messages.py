@@ -293,7 +293,7 @@ def _answer_delivered(outcome: Outcome, responder: Responder) -> bool:
     """
     if outcome.completed_at is not None:
         return True
-    return outcome.final_write and getattr(responder, "body_flushed", False)
+    return outcome.final_write and responder.body_flushed
 
 
 def _model_name(body: dict[str, Any]) -> str:

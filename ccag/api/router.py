@@ -28,6 +28,10 @@ class _StatusRecorder:
     def is_started(self) -> bool:
         return self._responder.is_started
 
+    @property
+    def body_flushed(self) -> bool:
+        return self._responder.body_flushed
+
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
         await self._responder.start_response(status, headers)

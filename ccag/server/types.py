@@ -80,6 +80,13 @@ class Responder(Protocol):
         """True once ``start_response`` was called."""
         ...
 
+    @property
+    def body_flushed(self) -> bool:
+        """True once the bytes of the last ``send_data`` are all with the
+        kernel, whichever task wrote them: a client that leaves after that
+        has them (the route then does not count the answer as abandoned)."""
+        ...
+
     async def start_response(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Send the status and headers. ``content-length`` may be among them;
         otherwise HTTP/1.1 uses chunked encoding."""
