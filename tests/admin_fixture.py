@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import attrs
+import pytest
+import trio
 
+from ccag.cli import build_parser
 from tests.e2e_client import Reply, flat_snapshot, request
 
 ADMIN_PASSWORD = "test-admin-password"
@@ -21,6 +25,20 @@ async def login(port: int, username: str = "admin", password: str = ADMIN_PASSWO
     )
     assert reply.status == 200, reply.body
     return str(reply.json()["token"])
+
+
+async def ccag_admin(
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """``ccag admin ARGV`` in this process (in a thread: the CLI blocks)."""
+    args = build_parser().parse_args(["admin", *argv])
+    status = await trio.to_thread.run_sync(
+        functools.partial(args.func, args, environ or {})
+    )
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 @attrs.define

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -14,8 +13,7 @@ import pytest
 import trio
 
 from ccag.admin_cli import UsageError, parse_duration
-from ccag.cli import build_parser
-from tests.admin_fixture import ADMIN_PASSWORD, login
+from tests.admin_fixture import ADMIN_PASSWORD, ccag_admin, login
 from tests.e2e_client import request
 from tests.gateway_fixture import RunningGateway, open_gateway
 
@@ -35,20 +33,6 @@ async def ccag_process(
         env={"PATH": os.environ.get("PATH", ""), **env},
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode()
-
-
-async def ccag_admin(
-    capsys: pytest.CaptureFixture[str],
-    argv: list[str],
-    environ: dict[str, str] | None = None,
-) -> tuple[int, str, str]:
-    """``ccag admin ARGV`` in this process (in a thread: the CLI blocks)."""
-    args = build_parser().parse_args(["admin", *argv])
-    status = await trio.to_thread.run_sync(
-        functools.partial(args.func, args, environ or {})
-    )
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 async def models_status(running: RunningGateway, key: str) -> int:

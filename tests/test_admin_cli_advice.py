@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 import trio
 
-from ccag.cli import build_parser
-from tests.admin_fixture import login
+from tests.admin_fixture import ccag_admin, login
 from tests.gateway_fixture import open_gateway
 
 TIMEOUT = 30
-
-
-async def ccag_admin(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
-    """``ccag admin ARGV`` in this process (in a thread: the CLI blocks)."""
-    args = build_parser().parse_args(["admin", *argv])
-    status = await trio.to_thread.run_sync(functools.partial(args.func, args, {}))
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 async def test_deleting_a_team_or_user_with_live_keys_names_the_force_flag(
