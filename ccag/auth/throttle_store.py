@@ -63,20 +63,20 @@ def prune_failures(connection: Connection, before: float) -> int:
 
 def failures_of_client(connection: Connection, client: str, since: float) -> list[float]:
     """Times of the client's rows after ``since``, oldest first."""
-    rows = connection.query(
-        "SELECT failed_at FROM login_failures WHERE client = ? AND failed_at > ?"
-        " ORDER BY failed_at DESC LIMIT ?",
-        (client, since, MAX_FAILURES_READ),
-    )
-    return sorted(float(row[0]) for row in rows)
+    return _failure_times(connection, "client", client, since)
 
 
 def failures_of_account(connection: Connection, account: str, since: float) -> list[float]:
     """Times of the rows naming ``account`` (a hash) after ``since``, oldest first."""
+    return _failure_times(connection, "account_hash", account, since)
+
+
+def _failure_times(connection: Connection, column: str, value: str, since: float) -> list[float]:
+    # ``column`` is one of two names fixed above, never input.
     rows = connection.query(
-        "SELECT failed_at FROM login_failures WHERE account_hash = ? AND failed_at > ?"
+        f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
         " ORDER BY failed_at DESC LIMIT ?",
-        (account, since, MAX_FAILURES_READ),
+        (value, since, MAX_FAILURES_READ),
     )
     return sorted(float(row[0]) for row in rows)
 
